@@ -1,0 +1,1 @@
+"""LeukoScope's UI-free library: data, segmentation, training, evaluation, inference."""
