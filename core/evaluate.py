@@ -1,0 +1,180 @@
+"""Evaluate a trained model or ensemble: `python -m core.evaluate --data DIR --model NAME --split test --out F.json`.
+
+`--split test` is the split manifest's test part (never used for training, early
+stopping or calibration); `--split all` is every image of a folder in the dataset's
+layout (an independent image set). With `--calibrate`, the temperature and the
+"uncertain" threshold are fitted on the manifest's validation part and written
+beside the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from core.augment import colour_jitter, to_grayscale
+from core.dataset import (DATA_ENV, DatasetError, folder_images, load_manifest, manifest_hash, manifest_part,
+                          resolve_data_dir)
+from core.imageio import ImageError, read_image
+from core.inference import (ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
+                            fit_temperature, load_predictor)
+from core.labels import CLASS_FOLDERS
+from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
+from core.train import device_name, git_commit
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def read_images(paths: list[Path]) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
+    images, ok, errors = [], np.zeros(len(paths), bool), []
+    for i, p in enumerate(paths):
+        try:
+            images.append(read_image(p))
+            ok[i] = True
+        except ImageError as exc:
+            errors.append({"file": str(p), "error": str(exc)})
+    return images, ok, errors
+
+
+def predictor_from_run(run_dir: Path) -> Predictor:
+    run = json.loads((run_dir / "run.json").read_text())
+    return load_predictor(run["model"], weights_path=run_dir / f"{run['model']}.weights.h5")
+
+
+def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
+             val: tuple[list[np.ndarray], np.ndarray] | None = None, robustness: bool = False) -> dict:
+    """Metrics of `predictor` on RGB images with integer labels; see module docstring."""
+    t0 = time.perf_counter()
+    members = predictor.predict_members(images)
+    seconds = time.perf_counter() - t0
+    raw = predictor.combine(members, temperature=1.0)
+    result = classification_metrics(labels, raw)
+    result["predict_seconds"] = seconds
+    calib = {"ece_before": result["ece"], "temperature_in_use": predictor.temperature,
+             "reliability_before": reliability_curve(raw, labels)}
+    if val is not None:
+        val_raw = predictor.combine(predictor.predict_members(val[0]), temperature=1.0)
+        t = fit_temperature(val_raw, val[1])
+        cal = apply_temperature(raw, t)
+        calib.update(
+            fitted_on="validation part of the manifest", n_val=int(len(val[1])), temperature=t,
+            ece_after=expected_calibration_error(cal, labels),
+            threshold=choose_threshold(apply_temperature(val_raw, t), val[1]),
+            val_accuracy=float((val_raw.argmax(1) == val[1]).mean()),
+            reliability_after=reliability_curve(cal, labels),
+        )
+        conf = cal.max(axis=1)
+        accepted = conf >= calib["threshold"]
+        calib["test_uncertain_fraction"] = float(1 - accepted.mean())
+        calib["test_accuracy_when_confident"] = float(
+            (cal.argmax(1) == labels)[accepted].mean()) if accepted.any() else None
+        probs = cal
+    else:
+        probs = apply_temperature(raw, predictor.temperature)
+    result["calibration"] = calib
+    if len(members) > 1:
+        result["members"] = {n: classification_metrics(labels, p)["accuracy"] for n, p in members.items()}
+    if robustness:
+        arr = np.stack([im for im in images]) if len({im.shape for im in images}) == 1 else None
+        if arr is not None:
+            result["robustness"] = {
+                "grayscale_accuracy": float((predictor.predict_proba(list(to_grayscale(arr))).argmax(1)
+                                             == labels).mean()),
+                "colour_jitter_accuracy": float((predictor.predict_proba(list(colour_jitter(arr, seed=0)))
+                                                 .argmax(1) == labels).mean()),
+                "colour_jitter": "hue +-15 (OpenCV units), saturation +-30%, brightness/contrast +-10%, seed 0",
+            }
+    result["_probs"] = probs
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a run directory written by core.train")
+    src.add_argument("--model", help="registry name (or 'default'), weights looked up in the weights dirs")
+    p.add_argument("--split", choices=["test", "all"], default="test")
+    p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+    p.add_argument("--out", help="output JSON (default: benchmarks/results/<model>.<split>.json)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit temperature + threshold on the validation part and save them beside the weights")
+    p.add_argument("--robustness", action="store_true", help="also grayscale and colour-jittered accuracy")
+    args = p.parse_args(argv)
+    keras.utils.set_random_seed(0)
+    try:
+        root = resolve_data_dir(args.data)
+        predictor = predictor_from_run(Path(args.run)) if args.run else load_predictor(args.model)
+        manifest = None
+        if args.split == "test":
+            manifest = load_manifest(args.manifest)
+            paths, labels = manifest_part(manifest, root, "test")
+        else:
+            paths, labels = folder_images(root)
+        images, ok, errors = read_images(paths)
+        labels, paths = labels[ok], [pp for pp, k in zip(paths, ok) if k]
+        val = None
+        if manifest is not None:
+            vpaths, vlabels = manifest_part(manifest, root, "val")
+            vimages, vok, _ = read_images(vpaths)
+            val = (vimages, vlabels[vok])
+    except (DatasetError, ModelUnavailable, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = evaluate(predictor, images, labels, val=val, robustness=args.robustness)
+    probs = result.pop("_probs")
+    record = {
+        "model": predictor.name, "display": predictor.display, "split": args.split,
+        "split_description": ("test part of the split manifest (image-level split; no patient IDs)"
+                              if args.split == "test" else f"every image under {root}"),
+        **result,
+        "weights": {m.name: str(m.weights_path) for m in predictor.members},
+        "image_size": {m.name: m.image_size for m in predictor.members},
+        "manifest_hash": manifest_hash(manifest) if manifest else None,
+        "data": str(root), "skipped": errors,
+        "command": " ".join(["python", "-m", "core.evaluate", *(argv if argv is not None else sys.argv[1:])]),
+        "git_commit": git_commit(), "device": device_name(), "keras_backend": keras.backend.backend(),
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "predictions": [
+            {"file": str(Path(pp).relative_to(root)) if Path(pp).is_relative_to(root) else str(pp),
+             "true": CLASS_FOLDERS[int(t)], "predicted": CLASS_FOLDERS[int(pr.argmax())],
+             "probabilities": [round(float(v), 6) for v in pr]}
+            for pp, t, pr in zip(paths, labels, probs)
+        ],
+    }
+    out = Path(args.out) if args.out else RESULTS_DIR / f"{predictor.name}.{args.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    if args.calibrate and "temperature" in result["calibration"]:
+        save_calibration(predictor, result["calibration"])
+    pc = result["per_class"]
+    print(json.dumps({"model": predictor.name, "split": args.split, "n_images": result["n_images"],
+                      "accuracy": round(result["accuracy"], 4),
+                      "benign_recall": round(pc["Benign"]["recall"], 4),
+                      "ece_before": round(result["calibration"]["ece_before"], 4),
+                      "ece_after": result["calibration"].get("ece_after"),
+                      "robustness": result.get("robustness"), "out": str(out)}))
+    return 0
+
+
+def save_calibration(predictor: Predictor, calib: dict) -> Path:
+    """Write temperature and threshold into the model's meta JSON (beside its weights)."""
+    if predictor.is_ensemble:
+        path = predictor.members[0].weights_path.parent / f"{predictor.name}.meta.json"
+    else:
+        path = _meta_path(predictor.members[0].weights_path)
+    meta = json.loads(path.read_text()) if path.is_file() else {"model": predictor.name}
+    meta.update(temperature=calib["temperature"], threshold=calib["threshold"],
+                calibration="temperature scaling and threshold fitted on the manifest's validation part")
+    path.write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Loading trained zoo models and turning RGB images into class probabilities.
+
+`load_predictor(name)` returns a `Predictor` for a single model or an ensemble (DEX,
+MDX); the app caches it per process, the CLIs build one per run. Calibration
+(temperature) and the "uncertain" threshold come from the `.meta.json` beside the weights.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.imageio import to_model_input
+from core.labels import N_CLASSES
+from models.registry import find_weights, get_spec, how_to_get, weights_dirs
+
+DEFAULT_THRESHOLD = 0.7
+BATCH = 32
+
+
+class ModelUnavailable(RuntimeError):
+    """No trained weights for this model on this machine; the message says how to get them."""
+
+
+@dataclass
+class SingleModel:
+    name: str
+    model: object  # keras.Model
+    image_size: int
+    weights_path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, 4) probabilities for N RGB uint8 images of any size."""
+        out = []
+        for i in range(0, len(images), BATCH):
+            x = to_model_input(images[i : i + BATCH], self.image_size)
+            # One call at a time per model: Keras models are shared between app sessions.
+            with self.lock:
+                out.append(np.asarray(self.model(x, training=False), dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
+
+
+@dataclass
+class Predictor:
+    """A registry entry ready to predict: one model, or the members of an ensemble."""
+
+    name: str
+    display: str
+    members: list[SingleModel]
+    temperature: float = 1.0
+    threshold: float = DEFAULT_THRESHOLD
+    member_weights: np.ndarray | None = None
+    load_seconds: float = 0.0
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    def predict_members(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each member's (N, 4) probabilities (a single model is its own only member)."""
+        return {m.name: m.predict_proba(images) for m in self.members}
+
+    def combine(self, member_probs: dict[str, np.ndarray], temperature: float | None = None) -> np.ndarray:
+        """Soft (optionally weighted) voting, then temperature scaling (this predictor's
+        unless `temperature` is given; 1.0 gives the raw probabilities): (N, 4) in [0, 1]."""
+        stacked = np.stack([member_probs[m.name] for m in self.members])
+        w = self.member_weights if self.member_weights is not None else np.ones(len(self.members))
+        probs = np.tensordot(w / w.sum(), stacked, axes=1)
+        return apply_temperature(probs, self.temperature if temperature is None else temperature)
+
+    def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, 4) calibrated class probabilities for N RGB uint8 images."""
+        return self.combine(self.predict_members(images))
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Rescale probabilities as softmax(log(p) / T); T > 1 softens, T = 1 is the identity."""
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of `labels` (N,) under `probs` (N, 4)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        p = apply_temperature(probs, float(np.exp(log_t)))
+        return -float(np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, target_accuracy: float = 0.995,
+                     floor: float = DEFAULT_THRESHOLD) -> float:
+    """Lowest confidence cut-off at which the accepted predictions reach `target_accuracy`
+    (on validation data), never below `floor`: below it a smear goes to manual review."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    for t in np.unique(conf):
+        accepted = conf >= t
+        if accepted.any() and correct[accepted].mean() >= target_accuracy:
+            return float(max(t, floor))
+    return float(max(conf.max(initial=floor), floor))
+
+
+def _meta_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name.replace(".weights.h5", ".meta.json"))
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _ensemble_meta(name: str) -> dict:
+    for d in weights_dirs():
+        p = d / f"{name}.meta.json"
+        if p.is_file():
+            return read_meta(p)
+    return {}
+
+
+def load_single(name: str, weights_path: Path | None = None) -> SingleModel:
+    """Build the registry architecture and load trained weights into it (no pickled code is run)."""
+    from models.registry import build
+
+    path = Path(weights_path) if weights_path else find_weights(name)
+    if path is None:
+        raise ModelUnavailable(f"No weights for {name} on this machine. {how_to_get(name)}")
+    meta = read_meta(_meta_path(path))
+    size = int(meta.get("image_size", get_spec(name).input_size))
+    model = build(name, imagenet_weights=False, input_size=size)
+    model.load_weights(str(path))
+    return SingleModel(name, model, size, path)
+
+
+def load_predictor(name: str, weights_path: Path | None = None) -> Predictor:
+    """A ready `Predictor` for a registry name ("default" allowed). Raises `ModelUnavailable`."""
+    t0 = time.perf_counter()
+    spec = get_spec(name)
+    if spec.is_ensemble:
+        members = [load_single(m) for m in spec.members]
+        meta = _ensemble_meta(spec.name)
+    else:
+        members = [load_single(spec.name, weights_path)]
+        meta = read_meta(_meta_path(members[0].weights_path))
+    weights = meta.get("member_weights")
+    return Predictor(
+        spec.name, spec.display, members,
+        temperature=float(meta.get("temperature", 1.0)),
+        threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)),
+        member_weights=np.asarray(weights, dtype=np.float64) if weights else None,
+        load_seconds=time.perf_counter() - t0,
+    )

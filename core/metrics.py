@@ -1,0 +1,83 @@
+"""Classification metrics from scikit-learn, in the shape our evaluation JSON stores them."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from core.labels import CLASS_FOLDERS, N_CLASSES
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size.
+
+    probs (N, K) in [0, 1], labels (N,) ints. scikit-learn has no ECE, only the curve.
+    """
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> list[dict]:
+    """Per confidence bin: mean confidence, accuracy and count (for a reliability diagram)."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    return [
+        {"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": int((bins == b).sum()),
+         "confidence": float(conf[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
+        for b in range(n_bins) if (bins == b).any()
+    ]
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, per-class precision/recall/F1/specificity/support, macro and weighted averages,
+    confusion matrix (rows = true class, columns = predicted), one-vs-rest ROC-AUC and ECE.
+
+    labels (N,) ints in [0, 4); probs (N, 4) rows summing to 1.
+    """
+    pred = probs.argmax(axis=1)
+    classes = list(range(N_CLASSES))
+    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=classes, zero_division=0)
+    mcm = multilabel_confusion_matrix(labels, pred, labels=classes)
+    tn, fp = mcm[:, 0, 0], mcm[:, 0, 1]
+    spec = np.divide(tn, tn + fp, out=np.zeros(N_CLASSES), where=(tn + fp) > 0)
+    per_class = {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+            "specificity": float(spec[i]), "support": int(s[i])}
+        for i, c in enumerate(CLASS_FOLDERS)
+    }
+    averages = {}
+    for avg in ("macro", "weighted"):
+        ap, ar, af, _ = precision_recall_fscore_support(labels, pred, labels=classes, average=avg, zero_division=0)
+        averages[avg] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
+    try:
+        auc = roc_auc_score(labels, probs, multi_class="ovr", labels=classes)
+        auc_per_class = {c: float(roc_auc_score(labels == i, probs[:, i])) for i, c in enumerate(CLASS_FOLDERS)
+                         if 0 < (labels == i).sum() < len(labels)}
+    except ValueError:  # a class absent from this set
+        auc, auc_per_class = None, {}
+    return {
+        "n_images": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "per_class": per_class,
+        "averages": averages,
+        "confusion_matrix": confusion_matrix(labels, pred, labels=classes).tolist(),
+        "confusion_matrix_orientation": "rows=true, columns=predicted; order " + ", ".join(CLASS_FOLDERS),
+        "roc_auc_ovr": None if auc is None else float(auc),
+        "roc_auc_per_class": auc_per_class,
+        "ece": expected_calibration_error(probs, labels),
+    }

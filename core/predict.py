@@ -1,0 +1,166 @@
+"""Diagnose smear images: `python -m core.predict --model default FILE... [--json | --csv OUT]`.
+
+One record per file with a status: `ok`, `uncertain` (confidence below the model's
+validated threshold: refer for manual review), `rejected` (does not look like a
+peripheral blood smear: no diagnosis given) or `error` (the file cannot be used).
+The app's Diagnose and Batch pages call `diagnose` too, so they show the same statuses.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from core.imageio import MAX_BYTES, ImageError, decode_image
+from core.inference import ModelUnavailable, Predictor, load_predictor
+from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
+from core.smear_check import check_smear
+
+REJECTED_MESSAGE = "This does not look like a peripheral blood smear — no diagnosis given."
+UNCERTAIN_MESSAGE = "Uncertain — refer this smear to a hematologist for manual review."
+CHUNK = 16  # images decoded and held at once: bounds memory for any number of files
+
+
+@dataclass
+class Diagnosis:
+    file: str
+    status: str  # ok | uncertain | rejected | error
+    label: str | None = None  # display name, e.g. "Pre-B"
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None  # display name -> probability
+    message: str = ""
+    seconds: float = 0.0
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
+    smear_score: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _probs_dict(p: np.ndarray) -> dict[str, float]:
+    return {DISPLAY_NAMES[c]: round(float(v), 6) for c, v in zip(CLASS_FOLDERS, p)}
+
+
+def diagnose(predictor: Predictor,
+             files: Iterable[tuple[str, bytes | np.ndarray | ImageError]]) -> list[Diagnosis]:
+    """Diagnose (name, bytes | RGB uint8 array | ImageError) pairs. Never raises for a bad
+    file: every file gets a record, and one bad file does not stop the others."""
+    records: list[Diagnosis] = []
+    pending: list[tuple[Diagnosis, np.ndarray, float]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        images = [im for _, im, _ in pending]
+        members = predictor.predict_members(images)
+        probs = predictor.combine(members)
+        per_image = (time.perf_counter() - t0) / len(pending)
+        for i, (rec, _, t_pre) in enumerate(pending):
+            p = probs[i]
+            k = int(p.argmax())
+            rec.label, rec.confidence = DISPLAY_NAMES[CLASS_FOLDERS[k]], float(p[k])
+            rec.probabilities = _probs_dict(p)
+            if predictor.is_ensemble:
+                rec.members = {n: _probs_dict(mp[i]) for n, mp in members.items()}
+            rec.seconds = t_pre + per_image
+            if rec.confidence < predictor.threshold:
+                rec.status = "uncertain"
+                rec.message = f"{UNCERTAIN_MESSAGE} (confidence {rec.confidence:.0%} < {predictor.threshold:.0%})"
+            else:
+                rec.status, rec.message = "ok", ""
+        pending.clear()
+
+    for name, data in files:
+        t0 = time.perf_counter()
+        rec = Diagnosis(file=name, status="error")
+        records.append(rec)
+        try:
+            if isinstance(data, ImageError):
+                raise data
+            rgb = data if isinstance(data, np.ndarray) else decode_image(data)
+        except ImageError as exc:
+            rec.message = str(exc)
+            continue
+        except Exception as exc:  # a decoder bug must not cost the rest of a batch
+            rec.message = f"Could not read the image ({type(exc).__name__})."
+            continue
+        check = check_smear(rgb)
+        rec.smear_score = round(float(check.score), 4)
+        if not check.is_smear:
+            rec.status = "rejected"
+            rec.message = REJECTED_MESSAGE + (f" ({'; '.join(check.reasons)})" if check.reasons else "")
+            continue
+        pending.append((rec, rgb, time.perf_counter() - t0))
+        if len(pending) >= CHUNK:
+            flush()
+    flush()
+    return records
+
+
+def records_to_csv(records: list[Diagnosis]) -> str:
+    """CSV text: file, status, label, confidence, message, seconds, one column per class."""
+    buf = io.StringIO()
+    names = [DISPLAY_NAMES[c] for c in CLASS_FOLDERS]
+    w = csv.writer(buf)
+    w.writerow(["file", "status", "label", "confidence", "message", "seconds", *names])
+    for r in records:
+        probs = [r.probabilities.get(n, "") if r.probabilities else "" for n in names]
+        conf = "" if r.confidence is None else f"{r.confidence:.4f}"
+        w.writerow([r.file, r.status, r.label or "", conf, r.message, f"{r.seconds:.3f}", *probs])
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="registry name or 'default'")
+    p.add_argument("files", nargs="+", help="image files")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list of records")
+    out.add_argument("--csv", metavar="OUT", help="write the records as CSV to OUT")
+    args = p.parse_args(argv)
+    try:
+        predictor = load_predictor(args.model)
+    except (ModelUnavailable, KeyError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    records = diagnose(predictor, read_inputs(args.files))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=1))
+    elif args.csv:
+        Path(args.csv).write_text(records_to_csv(records))
+        print(f"wrote {len(records)} records to {args.csv}")
+    else:
+        for r in records:
+            what = f"{r.label} ({r.confidence:.1%})" if r.label else ""
+            print(f"{r.file}\t{r.status}\t{what}\t{r.message}")
+    return 0 if len(records) == len(args.files) else 1
+
+
+def read_inputs(paths: list[str]) -> Iterable[tuple[str, bytes | ImageError]]:
+    """File bytes one at a time (so memory stays bounded); a missing, unreadable or
+    oversized file yields an `ImageError` that `diagnose` turns into an error record."""
+    for p in paths:
+        path = Path(p)
+        try:
+            if not path.is_file():
+                yield p, ImageError("No such file.")
+            elif path.stat().st_size > MAX_BYTES:
+                yield p, ImageError(f"The file is larger than {MAX_BYTES // 2**20} MB.")
+            else:
+                yield p, path.read_bytes()
+        except OSError as exc:
+            yield p, ImageError(f"Cannot read the file: {exc.strerror or exc}.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Train zoo models with the paper's protocol: `python -m core.train --data DIR --model NAME --mode baseline`.
+
+Each run directory holds `<model>.weights.h5`, `<model>.meta.json`, `history.csv` and
+`run.json` (command, commit, manifest hash, hyperparameters, backend, device, timings).
+`--resume` continues an interrupted run from its last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from core.augment import PRESETS
+from core.dataset import DATA_ENV, DatasetError, load_manifest, manifest_hash, manifest_part, resolve_data_dir
+from core.labels import CLASS_FOLDERS
+from core.loader import ImageBatches, load_images
+from models.registry import REGISTRY, build, get_spec
+
+PAPER_HYPERPARAMETERS = dict(
+    learning_rate=1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-7, batch_size=17, epochs=25, patience=10,
+    loss="categorical_crossentropy", image_size=132,
+)
+
+
+def device_name() -> str:
+    """The accelerator Keras runs on, or the CPU model."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        elif backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform != "cpu":
+                return dev.device_kind
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+    except Exception:  # a device query must never stop training or the app
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to the logs, so the history CSV carries it."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._t0
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    w = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(v) for c, v in zip(present, w)}
+
+
+def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: dict) -> dict:
+    """Train one registry model into `args.out/<name>`; returns the run record."""
+    spec = get_spec(name)
+    run_dir = Path(args.out) / name if len(args.models) > 1 else Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = run_dir / spec.weights_file
+    if weights_path.exists() and not args.resume and not args.overwrite:
+        raise DatasetError(f"{weights_path} exists: pass --resume to continue or --overwrite to start again.")
+    keras.utils.set_random_seed(args.seed)
+    size = args.image_size
+    t_load = time.perf_counter()
+    parts = {}
+    for part in ("train", "val"):
+        paths, labels = manifest_part(manifest, data_root, part)
+        images, ok, errors = load_images(paths, size)
+        for path, msg in errors:
+            print(f"skipped {path}: {msg}", file=sys.stderr)
+        parts[part] = (images, labels[ok])
+    load_seconds = time.perf_counter() - t_load
+    x_train, y_train = parts["train"]
+    x_val, y_val = parts["val"]
+    print(f"{name}: {len(x_train)} train, {len(x_val)} val images at {size}x{size} "
+          f"(loaded in {load_seconds:.0f} s)", flush=True)
+    if args.limit:  # a seeded, class-mixed subset (the manifest is sorted by class)
+        rng = np.random.default_rng(args.seed)
+        keep = rng.permutation(len(x_train))[: args.limit]
+        keep_val = rng.permutation(len(x_val))[: max(args.limit // 4, 8)]
+        x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_val[keep_val], y_val[keep_val]
+
+    model = build(name, fine_tune_layers=args.fine_tune, input_size=size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    train_seq = ImageBatches(x_train, y_train, args.batch_size, PRESETS[args.augment], shuffle=True, seed=args.seed)
+    val_seq = ImageBatches(x_val, y_val, args.batch_size)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "checkpoint"), delete_checkpoint=False),
+        EpochTimer(),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True,
+                                      verbose=1),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=args.resume),
+    ]
+    t0 = time.perf_counter()
+    history = model.fit(
+        train_seq, validation_data=val_seq, epochs=args.epochs, callbacks=callbacks,
+        class_weight=class_weights(y_train) if args.class_weight == "balanced" else None,
+        verbose=args.verbose,
+    )
+    total = time.perf_counter() - t0
+    model.save_weights(str(weights_path))
+    epoch_seconds = history.history.get("epoch_seconds", [])
+    val_loss = history.history.get("val_loss", [])
+    hp = dict(
+        learning_rate=args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, batch_size=args.batch_size,
+        epochs_max=args.epochs, patience=args.patience, loss="categorical_crossentropy", image_size=size,
+        augment=args.augment, augment_config=PRESETS[args.augment].to_dict(), class_weight=args.class_weight,
+        fine_tune_layers=args.fine_tune, seed=args.seed, limit=args.limit,
+    )
+    deviations = {k: v for k, v in hp.items() if k in PAPER_HYPERPARAMETERS and PAPER_HYPERPARAMETERS[k] != v}
+    if args.epochs != PAPER_HYPERPARAMETERS["epochs"]:
+        deviations["epochs_max"] = args.epochs
+    if args.augment != "paper":
+        deviations["augment"] = args.augment
+    if args.class_weight != "none":
+        deviations["class_weight"] = args.class_weight
+    record = dict(
+        model=name, family=spec.family, mode=spec.mode,
+        command=" ".join([Path(sys.executable).name, "-m", "core.train", *sys.argv[1:]]),
+        git_commit=git_commit(), manifest=str(args.manifest or "benchmarks/split_manifest.json"),
+        manifest_hash=manifest_hash(manifest), data=str(data_root),
+        n_train=int(len(x_train)), n_val=int(len(x_val)),
+        train_counts={c: int((y_train == i).sum()) for i, c in enumerate(CLASS_FOLDERS)},
+        hyperparameters=hp, deviations_from_paper=deviations,
+        keras_backend=keras.backend.backend(), keras_version=keras.__version__,
+        device=device_name(), epochs_run_this_session=len(epoch_seconds),
+        best_epoch=int(np.argmin(val_loss)) + 1 if val_loss else None,
+        seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else None,
+        total_seconds=total, load_seconds=load_seconds,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    meta = dict(model=name, image_size=size, trained_by="core.train", run=record["command"],
+                manifest_hash=record["manifest_hash"], deviations_from_paper=deviations)
+    (run_dir / spec.weights_file.replace(".weights.h5", ".meta.json")).write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{name}: saved {weights_path} ({total:.0f} s)", flush=True)
+    return record
+
+
+def resolve_models(model_arg: str, mode: str) -> list[str]:
+    """`--model mobilenetv2,densenet121 --mode baseline` -> registry names; `all` = the paper's six."""
+    if model_arg == "all":
+        families = [s.family for s in REGISTRY.values() if s.mode == mode and s.in_paper]
+    else:
+        families = [m.strip() for m in model_arg.split(",") if m.strip()]
+    names = []
+    for fam in families:
+        name = fam if fam in REGISTRY and REGISTRY[fam].mode != "ensemble" else f"{fam}-{mode}"
+        if name not in REGISTRY or REGISTRY[name].is_ensemble:
+            raise DatasetError(f"Unknown model {fam!r} for mode {mode}; see models/registry.py.")
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help=f"dataset root in the public layout (default: ${DATA_ENV})")
+    p.add_argument("--model", required=True, help="family or registry name, comma-separated, or 'all'")
+    p.add_argument("--mode", choices=["baseline", "tl"], default="baseline")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+    p.add_argument("--epochs", type=int, default=PAPER_HYPERPARAMETERS["epochs"])
+    p.add_argument("--batch-size", type=int, default=PAPER_HYPERPARAMETERS["batch_size"])
+    p.add_argument("--image-size", type=int, default=PAPER_HYPERPARAMETERS["image_size"])
+    p.add_argument("--lr", type=float, default=PAPER_HYPERPARAMETERS["learning_rate"])
+    p.add_argument("--patience", type=int, default=PAPER_HYPERPARAMETERS["patience"])
+    p.add_argument("--augment", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.add_argument("--fine-tune", type=int, default=0, help="TL: unfreeze this many top backbone layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 1 progress bar, 2 one line/epoch")
+    args = p.parse_args(argv)
+    try:
+        args.models = resolve_models(args.model, args.mode)
+        data_root = resolve_data_dir(args.data)
+        manifest = load_manifest(args.manifest)
+        for name in args.models:
+            train_one(name, args, data_root, manifest)
+    except (DatasetError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if "imagenet" in str(exc).lower() or "weights" in str(exc).lower():
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as exc:  # network failure fetching ImageNet weights offline
+        if "URL fetch failure" in str(exc) or "urlopen" in str(exc):
+            print("error: the ImageNet weights are not in $KERAS_HOME/models and cannot be downloaded "
+                  f"(offline?): {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The model zoo: one registry from a model name to how it is built and where its weights live.
+
+The app, the CLIs and the benchmarks all read `REGISTRY`; nothing else lists models.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_WEIGHTS_DIR = PROJECT_ROOT / "models" / "weights"
+WEIGHTS_ENV = "LEUKOSCOPE_WEIGHTS"
+DEFAULT_INPUT_SIZE = 132
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # e.g. "mobilenetv2-baseline", "dex"
+    family: str  # architecture key of models.architectures, or "ensemble"
+    mode: str  # "baseline" (from scratch), "tl" (ImageNet, frozen backbone) or "ensemble"
+    display: str
+    input_size: int = DEFAULT_INPUT_SIZE
+    members: tuple[str, ...] = ()
+    arch: str = ""  # the network actually built (differs from family for SE-ResNet152 TL)
+    in_paper: bool = True
+    note: str = ""
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def weights_file(self) -> str:
+        return f"{self.name}.weights.h5"
+
+
+_FAMILIES = {
+    "vgg19": "VGG19",
+    "inceptionv3": "InceptionV3",
+    "mobilenetv2": "MobileNetV2",
+    "xception": "Xception",
+    "densenet201": "DenseNet-201",
+    "seresnet152": "SE-ResNet152",
+    "densenet121": "DenseNet-121",
+    "efficientnetb7": "EfficientNet-B7",
+}
+_ENSEMBLE_MEMBERS_ONLY = {"densenet121", "efficientnetb7"}
+
+
+def _single_models() -> list[ModelSpec]:
+    specs = []
+    for family, display in _FAMILIES.items():
+        paper_row = family not in _ENSEMBLE_MEMBERS_ONLY
+        specs.append(ModelSpec(
+            f"{family}-baseline", family, "baseline", f"{display} (baseline)", arch=family, in_paper=paper_row,
+            note="" if paper_row else "ensemble member (DEX/MDX) in the paper; no row of its own",
+        ))
+        tl_note = ""
+        arch = family
+        if family == "seresnet152":
+            arch = "resnet152"
+            tl_note = ("Keras has no ImageNet SE-ResNet152: the TL variant is ResNet152 with ImageNet "
+                       "weights, as the paper's own TL confusion matrix (Figure 5 (D)) is labelled.")
+        specs.append(ModelSpec(
+            f"{family}-tl", family, "tl", f"{display} (TL)" if family != "seresnet152" else "ResNet152 (TL)",
+            arch=arch, in_paper=paper_row, note=tl_note,
+        ))
+    return specs
+
+
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _single_models()}
+REGISTRY["dex"] = ModelSpec(
+    "dex", "ensemble", "ensemble", "DEX (DenseNet-121 + EfficientNet-B7 + Xception)",
+    members=("densenet121-baseline", "efficientnetb7-baseline", "xception-baseline"),
+    note="soft voting of the members' probabilities",
+)
+REGISTRY["mdx"] = ModelSpec(
+    "mdx", "ensemble", "ensemble", "MDX (DenseNet-121 + MobileNetV2)",
+    members=("densenet121-baseline", "mobilenetv2-baseline"),
+    note="soft voting of the members' probabilities",
+)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for `name` ("default" resolves to the shipped default)."""
+    if name == "default":
+        name = default_model_name()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"Unknown model {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def weights_dirs() -> list[Path]:
+    """Where weights are looked up, first match wins: $LEUKOSCOPE_WEIGHTS (os.pathsep-separated),
+    ./weights of the project (the training CLI's default), then the shipped models/weights."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
+    return dirs + [PROJECT_ROOT / "weights", SHIPPED_WEIGHTS_DIR]
+
+
+def find_weights(name: str) -> Path | None:
+    """Path of the `.weights.h5` for a single model, or None when it is not on this machine."""
+    spec = get_spec(name)
+    for d in weights_dirs():
+        p = d / spec.weights_file
+        if p.is_file():
+            return p
+    return None
+
+
+def is_available(name: str) -> bool:
+    spec = get_spec(name)
+    if spec.is_ensemble:
+        return all(find_weights(m) is not None for m in spec.members)
+    return find_weights(name) is not None
+
+
+def available_models() -> list[str]:
+    return [n for n in REGISTRY if is_available(n)]
+
+
+def how_to_get(name: str) -> str:
+    """One line telling a user how to obtain weights for `name`."""
+    spec = get_spec(name)
+    if spec.is_ensemble:
+        missing = [m for m in spec.members if not is_available(m)]
+        return "Train its members: " + "; ".join(how_to_get(m) for m in missing) if missing else "available"
+    cmd = f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode} --out runs/{spec.name}"
+    extra = " (needs the ImageNet weights: internet access once, or the file in $KERAS_HOME/models)" \
+        if spec.mode == "tl" else ""
+    return f"{cmd}, then copy runs/{spec.name}/{spec.weights_file} into ./weights{extra}"
+
+
+def default_model_name() -> str:
+    """The shipped default: written by the maintainers into models/weights/default.json."""
+    meta = SHIPPED_WEIGHTS_DIR / "default.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["model"]
+    return "mobilenetv2-baseline"
+
+
+def weights_meta(name: str) -> dict:
+    """The JSON written beside a trained `.weights.h5` (input size, calibration, protocol), or {}."""
+    path = find_weights(name)
+    meta = path.with_name(path.name.replace(".weights.h5", ".meta.json")) if path else None
+    return json.loads(meta.read_text()) if meta and meta.is_file() else {}
+
+
+def build(name: str, imagenet_weights: bool | None = None, fine_tune_layers: int = 0,
+          input_size: int | None = None):
+    """Build the Keras model for a single (non-ensemble) entry, without trained weights.
+
+    TL entries load ImageNet weights for the backbone unless `imagenet_weights=False`
+    (used when the trained `.weights.h5` will overwrite every weight anyway).
+    """
+    from models.architectures import build_classifier
+
+    spec = get_spec(name)
+    if spec.is_ensemble:
+        raise ValueError(f"{name} is an ensemble; build its members: {', '.join(spec.members)}")
+    tl = spec.mode == "tl"
+    return build_classifier(
+        spec.arch, input_size or spec.input_size,
+        imagenet=tl if imagenet_weights is None else imagenet_weights,
+        freeze_backbone=tl, fine_tune_layers=fine_tune_layers, name=spec.name,
+    )
