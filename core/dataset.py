@@ -79,12 +79,13 @@ def scan_dataset(root: str | os.PathLike, subset: str = "Original") -> DatasetIn
         raise DatasetError(
             f"Expected the dataset layout {subset}/<class>/ under {root}, but {base} does not exist."
         )
+    missing = [str(base / c) for c in CLASS_FOLDERS if not (base / c).is_dir()]
+    if missing:
+        raise DatasetError(f"Class folder missing: {', '.join(missing)} (expected {', '.join(CLASS_FOLDERS)}).")
     records: list[ImageRecord] = []
     skipped: list[tuple[str, str]] = []
     for label in CLASS_FOLDERS:
         folder = base / label
-        if not folder.is_dir():
-            raise DatasetError(f"Class folder missing: {folder} (expected {', '.join(CLASS_FOLDERS)}).")
         n_before = len(records)
         for path in sorted(folder.iterdir()):
             rel = path.relative_to(root).as_posix()

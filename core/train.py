@@ -102,6 +102,8 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         raise DatasetError(f"{weights_path} exists: pass --resume to continue or --overwrite to start again.")
     keras.utils.set_random_seed(args.seed)
     size = args.image_size
+    # Built first: a missing ImageNet file fails in seconds, not after loading the data.
+    model = build(name, fine_tune_layers=args.fine_tune, input_size=size)
     t_load = time.perf_counter()
     parts = {}
     for part in ("train", "val"):
@@ -121,7 +123,6 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         keep_val = rng.permutation(len(x_val))[: max(args.limit // 4, 8)]
         x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_val[keep_val], y_val[keep_val]
 
-    model = build(name, fine_tune_layers=args.fine_tune, input_size=size)
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
         loss="categorical_crossentropy",

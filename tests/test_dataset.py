@@ -1,0 +1,108 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES, dataset_dir, requires_dataset
+from core.dataset import (DatasetError, build_manifest, duplicate_groups, kfold_parts, load_manifest, make_split,
+                          manifest_hash, manifest_part, resolve_data_dir, scan_dataset)
+from core.labels import CLASS_FOLDERS
+
+
+def test_scan_samples_counts_and_hashes():
+    index = scan_dataset(SAMPLES)
+    assert index.counts() == {c: 5 for c in CLASS_FOLDERS}
+    assert all(len(r.sha256) == 64 for r in index.records)
+    assert index.skipped == []
+
+
+def test_wrong_layout_names_the_path(tmp_path):
+    with pytest.raises(DatasetError, match=str(tmp_path / "Original")):
+        scan_dataset(tmp_path)
+    for c in CLASS_FOLDERS[:-1]:
+        (tmp_path / "Original" / c).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="Class folder missing.*Pro"):
+        scan_dataset(tmp_path)
+    (tmp_path / "Original" / "Pro").mkdir()
+    with pytest.raises(DatasetError, match="empty"):
+        scan_dataset(tmp_path)
+
+
+def test_unreadable_and_non_image_files_are_listed(tmp_path):
+    shutil.copytree(SAMPLES / "Original", tmp_path / "Original")
+    (tmp_path / "Original" / "Pre" / "notes.txt").write_text("hi")
+    (tmp_path / "Original" / "Pre" / "empty.jpg").write_bytes(b"")
+    index = scan_dataset(tmp_path)
+    reasons = dict(index.skipped)
+    assert "Original/Pre/notes.txt" in reasons and "Original/Pre/empty.jpg" in reasons
+    assert len(index.records) == 20
+
+
+def test_resolve_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("LEUKOSCOPE_DATA", raising=False)
+    with pytest.raises(DatasetError, match="--data"):
+        resolve_data_dir(None)
+    monkeypatch.setenv("LEUKOSCOPE_DATA", str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path
+    with pytest.raises(DatasetError, match="not found"):
+        resolve_data_dir(tmp_path / "nope")
+
+
+def test_duplicates_share_a_part(tmp_path):
+    shutil.copytree(SAMPLES / "Original", tmp_path / "Original")
+    pro = sorted((tmp_path / "Original" / "Pro").iterdir())
+    for i in range(3):  # three copies of one image
+        shutil.copy(pro[0], pro[0].with_name(f"copy{i}.jpg"))
+    index = scan_dataset(tmp_path)
+    groups = duplicate_groups(index.records)
+    assert len(groups) == 1 and len(next(iter(groups.values()))) == 4
+    for seed in range(5):
+        part = make_split(index.records, 0.25, 0.25, seed)
+        assert set(part.values()) == {"train", "val", "test"}
+        assert len(part) == 20  # unique contents, not files
+
+
+def test_split_is_stratified_seeded_and_grouped():
+    index = scan_dataset(SAMPLES)
+    a, b = make_split(index.records, 0.25, 0.25, 1), make_split(index.records, 0.25, 0.25, 1)
+    assert a == b
+    m = build_manifest(index, a)
+    assert all(m["counts"]["test"][c] >= 1 for c in CLASS_FOLDERS)
+    assert manifest_hash(m) == manifest_hash(json.loads(json.dumps(m)))
+    folds = kfold_parts(index.records, k=5, seed=0)
+    tested = [h for f in folds for h, p in f.items() if p == "test"]
+    assert sorted(tested) == sorted({r.sha256 for r in index.records})
+
+
+def test_manifest_roundtrip_and_missing_files(tmp_path, samples_manifest):
+    m = load_manifest(samples_manifest)
+    paths, labels = manifest_part(m, SAMPLES, "test")
+    assert len(paths) == len(labels) and set(labels) <= set(range(4))
+    with pytest.raises(DatasetError, match="not under"):
+        manifest_part(m, tmp_path, "test")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(DatasetError, match="not a LeukoScope split manifest"):
+        load_manifest(bad)
+
+
+def test_committed_manifest_is_hash_grouped_and_70_30():
+    m = load_manifest()
+    by_hash = {}
+    for it in m["items"]:
+        by_hash.setdefault(it["sha256"], set()).add(it["part"])
+    assert all(len(parts) == 1 for parts in by_hash.values())
+    n = len(m["items"])
+    n_test = sum(it["part"] == "test" for it in m["items"])
+    assert abs(n_test / n - 0.3) < 0.01
+
+
+@requires_dataset
+def test_committed_manifest_matches_the_dataset():
+    root = dataset_dir()
+    m = load_manifest()
+    index = scan_dataset(root)
+    assert {r.file: r.sha256 for r in index.records} == {it["file"]: it["sha256"] for it in m["items"]}
+    assert len(duplicate_groups(index.records)) > 0  # the README's Pro duplicates
+    assert sum(index.counts().values()) == len(m["items"])
