@@ -136,6 +136,9 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True,
                                       verbose=1),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=args.resume),
+        # Best weights so far survive a killed run (the final file is written only at the end).
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
     ]
     t0 = time.perf_counter()
     history = model.fit(
