@@ -123,8 +123,14 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         keep_val = rng.permutation(len(x_val))[: max(args.limit // 4, 8)]
         x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_val[keep_val], y_val[keep_val]
 
+    if args.init_weights:
+        model.load_weights(args.init_weights)
+    lr = args.lr
+    if args.lr_schedule == "cosine":
+        steps = args.epochs * -(-len(x_train) // args.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+        optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -155,6 +161,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         epochs_max=args.epochs, patience=args.patience, loss="categorical_crossentropy", image_size=size,
         augment=args.augment, augment_config=PRESETS[args.augment].to_dict(), class_weight=args.class_weight,
         fine_tune_layers=args.fine_tune, seed=args.seed, limit=args.limit,
+        lr_schedule=args.lr_schedule, init_weights=args.init_weights,
     )
     deviations = {k: v for k, v in hp.items() if k in PAPER_HYPERPARAMETERS and PAPER_HYPERPARAMETERS[k] != v}
     if args.epochs != PAPER_HYPERPARAMETERS["epochs"]:
@@ -163,6 +170,10 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         deviations["augment"] = args.augment
     if args.class_weight != "none":
         deviations["class_weight"] = args.class_weight
+    if args.lr_schedule != "constant":
+        deviations["lr_schedule"] = args.lr_schedule
+    if args.init_weights:
+        deviations["init_weights"] = args.init_weights
     record = dict(
         model=name, family=spec.family, mode=spec.mode,
         command=" ".join([Path(sys.executable).name, "-m", "core.train", *sys.argv[1:]]),
@@ -216,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=PAPER_HYPERPARAMETERS["patience"])
     p.add_argument("--augment", choices=sorted(PRESETS), default="paper")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: decay from --lr to 1%% of it over --epochs")
+    p.add_argument("--init-weights", help="start from these .weights.h5 (a second, lower-lr stage)")
     p.add_argument("--fine-tune", type=int, default=0, help="TL: unfreeze this many top backbone layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke tests)")
