@@ -146,13 +146,57 @@ def first_prediction_seconds(name: str) -> float:
     return wall
 
 
+def bench_pipeline(batch_size: int = 17, n_batches: int = 30, image_size: int = 132) -> dict:
+    """Input pipeline (decoded images in memory -> augmented float batches) against the
+    images/s of a MobileNetV2 training step on the same batches: is loading the bottleneck?"""
+    import keras
+
+    from core.augment import PAPER, STAIN_ROBUST
+    from core.imageio import read_image, resize_square
+    from core.loader import ImageBatches
+    from models.registry import build
+
+    files = sorted(SAMPLES.rglob("*.jpg"))
+    t0 = time.perf_counter()
+    images = np.stack([resize_square(read_image(f), image_size) for f in files])
+    decode_ips = len(files) / (time.perf_counter() - t0)
+    images = np.concatenate([images] * (batch_size * n_batches // len(images) + 1))
+    labels = np.arange(len(images)) % 4
+    out = {"batch_size": batch_size, "image_size": image_size, "decode_and_resize_images_per_s": decode_ips}
+    for name, cfg in (("paper", PAPER), ("stain-robust", STAIN_ROBUST)):
+        seq = ImageBatches(images, labels, batch_size, cfg, shuffle=True)
+        t0 = time.perf_counter()
+        for i in range(n_batches):
+            seq[i]
+        out[f"augmented_batches_images_per_s_{name}"] = batch_size * n_batches / (time.perf_counter() - t0)
+    model = build("mobilenetv2-baseline", input_size=image_size)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
+    seq = ImageBatches(images, labels, batch_size)
+    batches = [seq[i] for i in range(min(n_batches, 10))]
+    model.train_on_batch(*batches[0])  # compile/trace
+    t0 = time.perf_counter()
+    for x, y in batches[1:]:
+        model.train_on_batch(x, y)
+    out["mobilenetv2_train_step_images_per_s"] = batch_size * (len(batches) - 1) / (time.perf_counter() - t0)
+    out["pipeline_over_train_step"] = out["augmented_batches_images_per_s_paper"] / \
+        out["mobilenetv2_train_step_images_per_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help="comma-separated registry names (default: every available model)")
     p.add_argument("--quick", action="store_true", help="few repetitions, default model only (CI)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--pipeline", action="store_true",
+                   help="only the input pipeline against a MobileNetV2 training step (prints JSON)")
     args = p.parse_args(argv)
+    if args.pipeline:
+        from core.train import device_name
+
+        print(json.dumps({**bench_pipeline(), "device": device_name()}, indent=1))
+        return 0
 
     import keras
 
