@@ -157,6 +157,24 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_image(data, max_pixels=max_pixels)
 
 
+def as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Validate an in-memory image as a contiguous (H, W, 3) uint8 RGB array.
+
+    Grayscale (H, W) is repeated to 3 channels and RGBA loses its alpha, so array-level
+    APIs accept what `decode_image` may be bypassed with; anything else raises ValueError.
+    """
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {np.shape(rgb)}")
+    return np.ascontiguousarray(arr)
+
+
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize an (H, W, 3) uint8 image to (size, size, 3) uint8, area-averaged when shrinking."""
     h, w = rgb.shape[:2]

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from core.imageio import ImageError, as_rgb_uint8, read_image
 from core.labels import CLASS_FOLDERS
 
 __all__ = [
@@ -188,21 +189,6 @@ _OUTLINE_RGB = (255, 230, 0)
 _CLOSE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
-def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
-    """Validate an image and return it as a contiguous ``HxWx3`` uint8 RGB array."""
-    arr = np.asarray(rgb)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {arr.dtype}")
-    if arr.ndim == 2:
-        # Grey input has no hue; promoting it keeps the API total instead of raising.
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]  # drop alpha
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
-
-
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill background regions of a 0/255 mask that do not touch the image border."""
     h, w = mask.shape
@@ -287,7 +273,7 @@ def segment_hsv(
     Raises:
         ValueError: for a non-uint8 array or a shape that is not an image.
     """
-    img = _as_rgb_uint8(rgb)
+    img = as_rgb_uint8(rgb)
     h, w = img.shape[:2]
     if h == 0 or w == 0:
         empty = np.zeros((h, w), bool)
@@ -350,17 +336,6 @@ class LayoutError(Exception):
     """The dataset folder does not have the Original/<class>, Segmented/<class> layout."""
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
-    """Decode an image file to ``HxWx3`` uint8 RGB, or None when it cannot be read.
-
-    Kept as the only place that touches files, so a shared decoder can replace it.
-    """
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 @dataclass(frozen=True)
 class _Pair:
     cls: str
@@ -413,13 +388,15 @@ def _load_pairs(
     loaded = []
     skipped: list[dict[str, str]] = []
     for pair in pairs:
-        rgb = _read_rgb(pair.original)
-        if rgb is None:
-            skipped.append({"path": str(pair.original), "reason": "unreadable image"})
+        try:
+            rgb = read_image(pair.original)
+        except ImageError as exc:
+            skipped.append({"path": str(pair.original), "reason": str(exc)})
             continue
-        ref = _read_rgb(pair.segmented)
-        if ref is None:
-            skipped.append({"path": str(pair.segmented), "reason": "unreadable image"})
+        try:
+            ref = read_image(pair.segmented)
+        except ImageError as exc:
+            skipped.append({"path": str(pair.segmented), "reason": str(exc)})
             continue
         if ref.shape[:2] != rgb.shape[:2]:
             skipped.append({"path": str(pair.segmented),

@@ -65,6 +65,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from core.imageio import as_rgb_uint8
 from core.segmentation import HSVRange, segment_hsv
 
 __all__ = [
@@ -100,16 +101,10 @@ _BLOB_COUNT_MIN_FRAC = 0.0015
 
 
 def _work_copy(rgb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(rgb)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {arr.dtype}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {np.shape(rgb)}")
+    arr = as_rgb_uint8(rgb)
     h, w = arr.shape[:2]
+    if min(h, w) < 1:
+        raise ValueError(f"expected a non-empty image, got shape {arr.shape}")
     scale = WORK_SIDE / max(h, w)
     if scale < 1:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
