@@ -1,0 +1,119 @@
+"""Diagnose: one or more smear images -> status, class, confidence, segmentation, Grad-CAM."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import guarded, research_notice, setup_page  # noqa: E402
+
+setup_page("Diagnose")
+st.title("Diagnose")
+research_notice()
+
+
+def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=None, threshold=None):
+    """One member's heat map for `target` beside (optionally) its probabilities."""
+    from core.labels import CLASS_NAMES
+
+    from app.charts import probability_bars
+    from app.imaging import heat_colour, heat_overlay
+    from app.models import cam_heat
+
+    heat = cam_heat(name, sig, member, img.data, CLASS_NAMES.index(target), method)
+    cols = st.columns([1, 1, 1.5])
+    cols[0].image(heat_overlay(rgb, heat, opacity), caption=f"{method}: {target}", width="stretch")
+    cols[1].image(heat_colour(heat), caption="heat map alone", width="stretch")
+    if probs:
+        cols[2].plotly_chart(probability_bars(probs, threshold, title=f"{member} probabilities", height=210),
+                             key=f"{key}_bars", config={"displayModeBar": False})
+    else:
+        cols[2].caption("Red = regions that raised the score of the target class most; the map is "
+                        "normalised per image, so compare shapes, not absolute colours.")
+
+
+def show_image(i, img, name, sig, predictor, method, opacity, device):
+    from core.labels import CLASS_NAMES
+    from core.segmentation import DEFAULT_HSV_RANGE
+
+    from app.charts import probability_bars
+    from app.imaging import decode_for_view, mask_image, segment
+    from app.models import diagnose_one
+
+    rec = diagnose_one(name, sig, img.name, img.data)
+    truth = f" · dataset label: {img.sample.label}" if img.sample else ""
+    st.markdown(f"#### {img.name}")
+    timing = f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms{truth}"
+    if rec.status == "error":
+        st.error(f"No diagnosis: {rec.message}")
+        st.caption(f"Status: **error**{truth}")
+        return
+    rgb, (w, h) = decode_for_view(img.data)
+    if rec.status == "rejected":
+        cols = st.columns([1, 3])
+        cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
+        cols[1].error(rec.message)
+        cols[1].caption(timing + (f" · smear score {rec.smear_score:.2f}" if rec.smear_score is not None else ""))
+        return
+    if rec.status == "ok":
+        st.success(f"**{rec.label}** — confidence {rec.confidence:.1%} (threshold {predictor.threshold:.0%})")
+    else:
+        st.warning(f"**Uncertain — review by a hematologist.** Most likely **{rec.label}** at "
+                   f"{rec.confidence:.1%}, below this model's threshold of {predictor.threshold:.0%}.")
+    st.caption(timing)
+
+    seg = segment(img.data, DEFAULT_HSV_RANGE.lower, DEFAULT_HSV_RANGE.upper)
+    cols = st.columns([1, 1, 1, 1.6])
+    cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
+    cols[1].image(seg.overlay, caption=f"HSV segmentation: {seg.count} cell(s)", width="stretch")
+    cols[2].image(mask_image(seg), caption=f"mask ({seg.coverage:.0%} of the image)", width="stretch")
+    cols[3].plotly_chart(probability_bars(rec.probabilities, predictor.threshold),
+                         key=f"dx_bars_{i}_{img.digest}", config={"displayModeBar": False})
+
+    key = f"dx_{name}_{img.digest}_{i}"
+    target = st.selectbox("Explain which class (heat map target)", CLASS_NAMES,
+                          index=CLASS_NAMES.index(rec.label), key=f"{key}_target",
+                          help="Default: the predicted class.")
+    if not predictor.is_ensemble:
+        show_cam(name, sig, predictor.members[0].name, img, target, method, opacity, rgb, key)
+        return
+    st.caption("Ensemble: each member's probabilities and heat map (the diagnosis above is their soft vote).")
+    tabs = st.tabs([m.name for m in predictor.members])
+    for j, (tab, m) in enumerate(zip(tabs, predictor.members)):
+        with tab:
+            show_cam(name, sig, m.name, img, target, method, opacity, rgb, f"{key}_m{j}",
+                     probs=rec.members.get(m.name), threshold=None)
+
+
+with guarded("diagnosing"):
+    from core.explain import METHODS
+
+    from app.inputs import image_inputs
+    from app.models import device, get_predictor, model_picker, weights_signature
+
+    with st.sidebar:
+        name = model_picker("dx_model", container=st.sidebar)
+        method = st.radio("Heat map", METHODS, key="dx_method", horizontal=True)
+        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="dx_opacity")
+
+    images = image_inputs("dx")
+    if name is None:
+        st.stop()
+    if not images:
+        st.info("Upload one or more smear images, or pick a shipped sample, to get a diagnosis.")
+        st.stop()
+
+    predictor = get_predictor(name)
+    sig = weights_signature(name)
+    dev = device()
+    st.caption(f"Model **{predictor.display}** · uncertain below {predictor.threshold:.0%} confidence · "
+               f"temperature {predictor.temperature:.2f} · loaded in {predictor.load_seconds:.1f} s · "
+               f"device: {dev}")
+    for i, img in enumerate(images):
+        with st.container(border=True), guarded(f"showing {img.name}"):
+            show_image(i, img, name, sig, predictor, method, opacity, dev)

@@ -1,0 +1,110 @@
+"""Compare models: one image through every available model, side by side."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import guarded, plain_message, research_notice, setup_page  # noqa: E402
+
+setup_page("Compare models")
+st.title("Compare models")
+st.caption("One image through every model with weights on this machine: prediction, confidence, "
+           "Grad-CAM of the predicted class, and time.")
+research_notice()
+
+GRID = 3
+
+
+def card(name, img, method, opacity, rgb, device):
+    """One model's result in the current column; returns a row for the summary table."""
+    from core.labels import CLASS_NAMES
+
+    from app.imaging import heat_overlay
+    from app.models import diagnose_one, display_name, get_predictor, model_cam, weights_signature
+
+    st.markdown(f"**{display_name(name)}**")
+    row = {"model": name, "status": "error", "label": "", "confidence": None, "seconds": None,
+           "load_seconds": None, "message": ""}
+    try:
+        predictor = get_predictor(name)
+        sig = weights_signature(name)
+        rec = diagnose_one(name, sig, img.name, img.data)
+    except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
+        row["message"] = plain_message(exc, f"running {name}")
+        st.error(row["message"])
+        return row
+    row.update(status=rec.status, label=rec.label or "", confidence=rec.confidence, seconds=rec.seconds,
+               load_seconds=predictor.load_seconds, message=rec.message)
+    if rec.status in ("error", "rejected"):
+        st.error(rec.message)
+        return row
+    text = f"{rec.label} · {rec.confidence:.1%}"
+    (st.success if rec.status == "ok" else st.warning)(text if rec.status == "ok" else f"{text} (uncertain)")
+    k = CLASS_NAMES.index(rec.label)
+    heat = model_cam(name, sig, img.data, k, method)
+    st.image(heat_overlay(rgb, heat, opacity), width="stretch",
+             caption=f"{method}: {rec.label}" + (" (mean of members)" if predictor.is_ensemble else ""))
+    st.caption(f"Status: {rec.status} · {rec.seconds * 1000:.0f} ms inference · loaded in "
+               f"{predictor.load_seconds:.1f} s · {device}")
+    return row
+
+
+with guarded("comparing the models"):
+    import pandas as pd
+
+    from core.explain import METHODS
+
+    from app.imaging import decode_for_view
+    from app.inputs import image_inputs
+    from app.models import device, display_name, model_lists
+
+    avail, missing = model_lists()
+    with st.sidebar:
+        chosen = st.multiselect("Models", avail, default=avail, format_func=display_name, key="cmp_models",
+                                help="Every model with weights on this machine; each is loaded once.")
+        method = st.radio("Heat map", METHODS, key="cmp_method", horizontal=True)
+        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="cmp_opacity")
+        if missing:
+            st.caption(f"{len(missing)} registry models have no weights here; see the front page.")
+
+    images = image_inputs("cmp", multiple=False, default_sample=True)
+    if not avail:
+        st.error("No trained model weights on this machine; see the front page for how to get them.")
+        st.stop()
+    if not images:
+        st.info("Upload a smear image or pick a shipped sample.")
+        st.stop()
+    if not chosen:
+        st.info("Choose at least one model in the sidebar.")
+        st.stop()
+    img = images[0]
+    rgb, (w, h) = decode_for_view(img.data)  # a bad file stops here with its plain message
+    left, right = st.columns([1, 3])
+    left.image(rgb, caption=f"{img.name} ({w}×{h})", width="stretch")
+    if img.sample:
+        left.markdown(f"Dataset label: **{img.sample.label}**")
+    dev = device()
+
+    rows = []
+    with right:
+        for start in range(0, len(chosen), GRID):
+            cols = st.columns(GRID)
+            for col, name in zip(cols, chosen[start:start + GRID]):
+                with col, st.container(border=True):
+                    rows.append(card(name, img, method, opacity, rgb, dev))
+    st.session_state["cmp_results"] = rows
+    if rows:
+        table = pd.DataFrame(rows)
+        table["display"] = [display_name(n) for n in table["model"]]
+        st.subheader("Summary")
+        st.dataframe(table[["display", "status", "label", "confidence", "seconds", "load_seconds", "message"]],
+                     hide_index=True, width="stretch",
+                     column_config={"confidence": st.column_config.NumberColumn(format="percent"),
+                                    "seconds": st.column_config.NumberColumn("inference s", format="%.3f"),
+                                    "load_seconds": st.column_config.NumberColumn("load s", format="%.1f")})

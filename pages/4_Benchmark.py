@@ -1,0 +1,214 @@
+"""Benchmark: the paper's published numbers, recomputed, next to our own evaluations."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import guarded, setup_page  # noqa: E402
+
+setup_page("Benchmark")
+st.title("Benchmark")
+st.caption("The paper's tables and confusion matrices (Sultana, Joya & Hasan), with every accuracy recomputed "
+           "from its published matrix, beside our own test-split evaluations. Confusion matrices are shown "
+           "with rows = true class, columns = predicted class (the paper prints them transposed).")
+
+PCT = st.column_config.NumberColumn(format="%.1f")
+
+
+def download(df, name: str, key: str) -> None:
+    from app.benchmark_data import to_csv
+
+    st.download_button(f"Download {name} (CSV)", to_csv(df), file_name=f"{name}.csv", mime="text/csv",
+                       key=key, on_click="ignore")
+
+
+def matrix_grid(items, normalise: bool, key: str, per_row: int = 3) -> None:
+    """items: (title, matrix rows=true) pairs, drawn as heatmaps `per_row` to a row."""
+    from core.labels import CLASS_NAMES
+
+    from app.charts import confusion_heatmap
+
+    for start in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for j, (col, (title, cm)) in enumerate(zip(cols, items[start:start + per_row])):
+            col.plotly_chart(confusion_heatmap(cm, CLASS_NAMES, title, normalise=normalise, height=290),
+                             key=f"{key}_{start + j}", config={"displayModeBar": False})
+
+
+with guarded("building the benchmark tables"):
+    import pandas as pd
+
+    from core import paper
+
+    from app import benchmark_data as bd
+    from app.charts import reliability_diagram, training_curves
+
+    results, problems = bd.load_results()
+    ours = bd.our_accuracy_table(results)
+    ours_pc = bd.our_per_class_table(results)
+    paper_acc = paper.accuracy_table()
+    comparison = bd.comparison_table(paper_acc, ours)
+
+    with st.sidebar:
+        st.subheader("Filters")
+        fams = st.multiselect("Model", bd.family_options(ours), key="bm_family", placeholder="all models")
+        modes = st.multiselect("Mode", list(paper.MODES), key="bm_mode", placeholder="all modes",
+                               help="baseline = trained from scratch; tl = ImageNet transfer learning; "
+                                    "ensemble = soft voting")
+        normalise = st.toggle("Row-normalised matrices", key="bm_norm",
+                              help="Each row divided by the number of images of that true class (recall on the diagonal).")
+    res_dir = bd.results_dir()
+    for line in problems:
+        st.warning(f"Skipped an evaluation file: {line}")
+
+    tabs = st.tabs(["Accuracy", "Per class", "Confusion matrices", "Calibration & robustness", "Training runs",
+                    "Speed", "Paper notes"])
+
+    with tabs[0], guarded("showing the accuracy tables"):
+        st.subheader("Paper vs ours")
+        cmp_f = bd.filter_frame(comparison, fams, modes)
+        st.dataframe(cmp_f, hide_index=True, width="stretch",
+                     column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
+                                   "status", "matrix", "our_split", "our_n_images", "our_weights",
+                                   "how_to_reproduce", "model", "stated_in"],
+                     column_config={"our_n_images": st.column_config.NumberColumn("our images"),"accuracy_stated": st.column_config.NumberColumn("stated %", format="%.0f"),
+                                    "accuracy_from_matrix": st.column_config.NumberColumn("from matrix %", format="%.1f"),
+                                    "our_accuracy": st.column_config.NumberColumn("ours %", format="%.1f"),
+                                    "how_to_reproduce": st.column_config.TextColumn(width="large")})
+        download(cmp_f, "paper_vs_ours", "bm_dl_cmp")
+        diff = paper_acc[(paper_acc["accuracy_stated"] - paper_acc["accuracy_from_matrix"]).abs() >= 1.0]
+        if not diff.empty:
+            lines = [f"{r.paper_label} ({r.mode}): stated {r.accuracy_stated:.0f}% vs "
+                     f"{r.n_correct_in_matrix}/{r.n_images_in_matrix} = {r.accuracy_from_matrix:.1f}% "
+                     f"in {r.matrix_source}" for r in diff.itertuples()]
+            st.markdown("**The paper's stated accuracy and its own confusion matrix disagree by ≥ 1 point for "
+                        f"{len(diff)} of {len(paper_acc)} rows:**\n" + "\n".join(f"- {x}" for x in lines))
+        missing = cmp_f[cmp_f["status"] == bd.NOT_REPRODUCED]
+        if not missing.empty:
+            st.info(f"{len(missing)} paper row(s) {bd.NOT_REPRODUCED}: "
+                    + ", ".join(f"{r.paper_label} ({r.mode})" for r in missing.itertuples())
+                    + ". The table's last column gives the commands that would produce each; "
+                      "TL rows need the ImageNet weights (internet access once).")
+
+        st.subheader("Our evaluations")
+        ours_f = bd.filter_frame(ours, fams, modes)
+        if ours.empty:
+            st.info(f"No evaluation results yet in `{res_dir}`: {bd.NOT_REPRODUCED}. Produce one with "
+                    "`python -m core.evaluate --data DIR --run runs/<model> --split test --calibrate "
+                    "--out benchmarks/results/<model>.test.json`.")
+        else:
+            st.caption("Every accuracy below is on the split, with the number of images and the weights "
+                       "given in its row. ECE = expected calibration error (0 is perfect).")
+            st.dataframe(ours_f, hide_index=True, width="stretch",
+                         column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
+                                                         "grayscale_accuracy", "colour_jitter_accuracy")})
+            download(ours_f, "our_accuracy", "bm_dl_ours")
+
+    with tabs[1], guarded("showing the per-class tables"):
+        st.subheader("Paper: stated vs recomputed from the matrix (percent)")
+        ppc = bd.filter_frame(bd.paper_per_class(paper.per_class_table()), fams, modes)
+        st.dataframe(ppc.drop(columns=["family"]), hide_index=True, width="stretch", height=380,
+                     column_config={c: PCT for c in ppc.columns if c.endswith("_from_matrix")
+                                    and not c.startswith("support")})
+        download(ppc, "paper_per_class", "bm_dl_ppc")
+        st.subheader("Ours (percent)")
+        opc = bd.filter_frame(ours_pc, fams, modes)
+        if opc.empty:
+            st.info(f"No per-class results of ours for this selection ({bd.NOT_REPRODUCED}).")
+        else:
+            st.dataframe(opc, hide_index=True, width="stretch",
+                         column_config={c: PCT for c in ("precision", "recall", "f1", "specificity")})
+            download(opc, "our_per_class", "bm_dl_opc")
+
+    with tabs[2], guarded("drawing the confusion matrices"):
+        st.subheader("Published (rows = true)")
+        mats = [m for m in paper.confusion_matrices()
+                if (not fams or m.model in fams) and (not modes or m.mode in modes)]
+        matrix_grid([(f"{m.paper_label} {m.mode} — {m.source} ({m.n_images} images)", m.matrix) for m in mats],
+                    normalise, "bm_pm")
+        st.subheader("Ours (rows = true)")
+        sel = [r for r in results if (not fams or bd.family_of(r["model"]) in fams)
+               and (not modes or bd.mode_of(r["model"]) in modes)]
+        if not sel:
+            st.info(f"No confusion matrices of ours for this selection ({bd.NOT_REPRODUCED}).")
+        matrix_grid([(f"{r['model']} — {r.get('split', 'test')} split ({r.get('n_images', '?')} images)",
+                      bd.confusion_matrix_of(r)) for r in sel], normalise, "bm_om")
+
+    with tabs[3], guarded("showing calibration"):
+        sel = [r for r in results if (not fams or bd.family_of(r["model"]) in fams)
+               and (not modes or bd.mode_of(r["model"]) in modes)]
+        if not sel:
+            st.info("No evaluation results of ours for this selection: calibration and robustness come from "
+                    "`python -m core.evaluate … --calibrate --robustness`.")
+        for i, r in enumerate(sel):
+            calib = r.get("calibration") or {}
+            st.markdown(f"**{r['model']}** — {r.get('split', 'test')} split, {r.get('n_images', '?')} images, "
+                        f"weights `{bd.weights_text(r)}`")
+            c = st.columns([3, 2])
+            c[0].plotly_chart(reliability_diagram(bd.reliability_frame(r), "Reliability diagram"),
+                              key=f"bm_rel_{i}", config={"displayModeBar": False})
+            facts = {"ECE before": calib.get("ece_before"), "ECE after": calib.get("ece_after"),
+                     "temperature": calib.get("temperature", calib.get("temperature_in_use")),
+                     "threshold": calib.get("threshold"),
+                     "uncertain on test": calib.get("test_uncertain_fraction"),
+                     "accuracy when confident": calib.get("test_accuracy_when_confident")}
+            rob = r.get("robustness") or {}
+            facts.update({"grayscale accuracy": rob.get("grayscale_accuracy"),
+                          "colour-jitter accuracy": rob.get("colour_jitter_accuracy")})
+            c[1].dataframe(pd.DataFrame([{"measure": k, "value": "—" if v is None else f"{v:.3f}"}
+                                         for k, v in facts.items()]), hide_index=True, width="stretch")
+            if rob.get("colour_jitter"):
+                c[1].caption(f"Colour jitter: {rob['colour_jitter']}")
+
+    with tabs[4], guarded("showing the training runs"):
+        runs = [n for n in bd.list_runs() if (not fams or bd.family_of(n) in fams)
+                and (not modes or bd.mode_of(n) in modes)]
+        st.caption("The paper's protocol: " + "; ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in paper.PAPER_PROTOCOL.items()
+            if k in ("input_size", "train_test_split", "batch_size", "learning_rate", "max_epochs",
+                     "early_stopping_patience", "augmentation_copies_per_image")))
+        if not runs:
+            st.info(f"No training runs under `{res_dir / 'runs'}` for this selection "
+                    "(core.train writes history.csv and run.json; copy the run folder there).")
+        for i, n in enumerate(runs):
+            run_dir = res_dir / "runs" / n
+            hist, run = bd.load_history(run_dir), bd.load_run(run_dir)
+            st.markdown(f"**{n}**")
+            c = st.columns(2)
+            if hist is not None:
+                c[0].plotly_chart(training_curves(hist, "accuracy", "accuracy"), key=f"bm_h_acc_{i}",
+                                  config={"displayModeBar": False})
+                c[1].plotly_chart(training_curves(hist, "loss", "loss"), key=f"bm_h_loss_{i}",
+                                  config={"displayModeBar": False})
+            dev = bd.deviations_table(run)
+            c = st.columns(2)
+            with c[0]:
+                st.caption("How this run's protocol differs from the paper's")
+                if dev.empty:
+                    st.write("No deviations recorded." if run else "No run.json.")
+                else:
+                    st.dataframe(dev, hide_index=True, width="stretch")
+            with c[1]:
+                summary = bd.run_summary(run)
+                if summary:
+                    st.caption("Run")
+                    st.dataframe(pd.DataFrame([{"item": k, "value": str(v)} for k, v in summary.items()]),
+                                 hide_index=True, width="stretch")
+
+    with tabs[5], guarded("showing the speed table"):
+        speed = bd.speed_table()
+        if speed is None:
+            st.info("No speed measurements yet: run `python -m core.bench`.")
+        else:
+            st.dataframe(speed, hide_index=True, width="stretch")
+            download(speed, "speed", "bm_dl_speed")
+
+    with tabs[6]:
+        st.caption("Inconsistencies found while transcribing the paper:")
+        st.markdown("\n".join(f"- {n}" for n in paper.notes()))

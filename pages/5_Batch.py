@@ -1,0 +1,113 @@
+"""Batch: many images (or a .zip of them) -> one table and a CSV; one bad file never stops the batch."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.common import IMAGE_TYPES, guarded, research_notice, setup_page  # noqa: E402
+
+setup_page("Batch")
+st.title("Batch")
+st.caption("Diagnose many images at once: upload them, or one .zip archive of them (read in memory; "
+           "folders, hidden files and odd names inside are skipped).")
+research_notice()
+
+THUMBS = 24  # Grad-CAM thumbnails are shown for at most this many images
+STEP = 4  # images per progress-bar update
+
+
+def run_batch(name, uploads):
+    """Diagnose every file of the uploads with a progress bar; returns (records, notes, thumbnail bytes)."""
+    from core.predict import diagnose
+
+    from app.batch import plan_batch
+    from app.models import get_predictor
+
+    predictor = get_predictor(name)
+    plan = plan_batch(uploads)
+    records, thumbs = [], []  # thumbs: (index into records, image bytes)
+    bar = st.progress(0.0, text=f"0 of {len(plan)} files")
+    chunk = []
+    inputs = plan.iter_inputs()
+    for i, (fname, data) in enumerate(inputs, start=1):
+        chunk.append((fname, data))
+        if len(chunk) == STEP or i == len(plan):
+            for rec, (n, d) in zip(diagnose(predictor, chunk), chunk):
+                if rec.status in ("ok", "uncertain") and len(thumbs) < THUMBS and isinstance(d, bytes):
+                    thumbs.append((len(records), d))
+                records.append(rec)
+            chunk = []
+            bar.progress(i / len(plan), text=f"{i} of {len(plan)} files")
+    bar.empty()
+    return records, plan.notes, thumbs
+
+
+with guarded("running the batch"):
+    import pandas as pd
+
+    from core.explain import METHODS
+    from core.labels import CLASS_NAMES
+    from core.predict import records_to_csv
+
+    from app.imaging import decode_for_view, heat_overlay
+    from app.models import device, model_cam, model_picker, weights_signature
+
+    with st.sidebar:
+        name = model_picker("batch_model", container=st.sidebar)
+        show_thumbs = st.checkbox(f"Grad-CAM thumbnails (first {THUMBS})", key="batch_thumbs")
+        method = st.radio("Heat map", METHODS, key="batch_method", horizontal=True)
+
+    files = st.file_uploader("Upload images or a .zip", type=[*IMAGE_TYPES, "zip"], accept_multiple_files=True,
+                             key="batch_upload", help="Images are processed in memory and never stored.")
+    if name is None:
+        st.stop()
+    if not files:
+        st.info("Upload smear images (jpg, jpeg, png, tif, tiff, bmp) or a .zip of them.")
+        st.stop()
+
+    sig = weights_signature(name)
+    job = (name, sig, tuple((f.file_id, f.name, f.size) for f in files))
+    if st.session_state.get("batch_job") != job:
+        uploads = [(f.name, f.getvalue()) for f in files]
+        records, notes, thumbs = run_batch(name, uploads)
+        st.session_state.update(batch_job=job, batch_records=records, batch_notes=notes, batch_thumbs_data=thumbs,
+                                batch_csv=records_to_csv(records))
+    records = st.session_state["batch_records"]
+    for note in st.session_state["batch_notes"]:
+        st.warning(note)
+
+    table = pd.DataFrame([{"file": r.file, "status": r.status, "label": r.label or "",
+                           "confidence": r.confidence, "message": r.message, "time (s)": round(r.seconds, 3)}
+                          for r in records], columns=["file", "status", "label", "confidence", "message", "time (s)"])
+    counts = table["status"].value_counts()
+    m = st.columns(5)
+    m[0].metric("Files", len(table))
+    for col, status in zip(m[1:], ("ok", "uncertain", "rejected", "error")):
+        col.metric(status, int(counts.get(status, 0)))
+    st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 420),
+                 column_config={"confidence": st.column_config.NumberColumn(format="percent"),
+                                "message": st.column_config.TextColumn(width="large")})
+    st.download_button("Download results (CSV)", st.session_state["batch_csv"], file_name="leukoscope_batch.csv",
+                       mime="text/csv", key="batch_download", on_click="ignore")
+    st.caption(f"Model {name} · device {device()} · uncertain = below the model's confidence threshold: "
+               "refer for review by a hematologist; rejected = not a blood smear, no diagnosis given.")
+
+    if show_thumbs:
+        thumbs = st.session_state["batch_thumbs_data"]
+        if not thumbs:
+            st.info("No diagnosed images to explain.")
+        for start in range(0, len(thumbs), 6):
+            cols = st.columns(6)
+            for col, (idx, data) in zip(cols, thumbs[start:start + 6]):
+                rec = records[idx]
+                with col, guarded(f"drawing the heat map of {rec.file}"):
+                    rgb, _ = decode_for_view(data)
+                    heat = model_cam(name, sig, data, CLASS_NAMES.index(rec.label), method)
+                    st.image(heat_overlay(rgb, heat, 0.45), width="stretch",
+                             caption=f"{Path(rec.file).name}: {rec.label} {rec.confidence:.0%}")

@@ -1,0 +1,94 @@
+"""LeukoScope: `streamlit run streamlit_app.py`. The front door and the page navigation."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app.common import DISCLAIMER, guarded, setup_page  # noqa: E402
+
+
+def home() -> None:
+    from core.dataset import DATA_ENV
+    from core.labels import CLASS_NAMES, DATASET_CITATION, PAPER_CITATION
+    from models.registry import REGISTRY, WEIGHTS_ENV, default_model_name, how_to_get, is_available, weights_dirs
+
+    from app.models import device, gpu_visible
+
+    st.title(":material/biotech: LeukoScope")
+    st.markdown(
+        "A workbench for **B-cell acute lymphoblastic leukemia (B-ALL)** on peripheral blood smear (PBS) "
+        f"images. Hematologists upload smear images and get one of four classes — {', '.join(CLASS_NAMES)} — "
+        "with what they need to check it: class probabilities, an *uncertain* flag below a validated "
+        "confidence threshold, a refusal for pictures that are not smears, HSV cell segmentation and "
+        "Grad-CAM heat maps. Researchers compare the CNNs of the paper below on the same images and "
+        "against the paper's published numbers."
+    )
+    st.warning(f"**{DISCLAIMER}**")
+
+    with guarded("listing the models"):
+        default = default_model_name()
+        rows = []
+        for name, spec in REGISTRY.items():
+            ok = is_available(name)
+            rows.append({
+                "model": name, "name": spec.display, "family": spec.family, "mode": spec.mode,
+                "in paper": "yes" if spec.in_paper else "member only",
+                "available here": "yes" if ok else "no",
+                "how to get it": "" if ok else how_to_get(name),
+                "note": ("default · " if name == default else "") + spec.note,
+            })
+        zoo = pd.DataFrame(rows)
+        n_ok = int((zoo["available here"] == "yes").sum())
+        st.subheader(f"Model zoo — {n_ok} of {len(zoo)} available on this machine")
+        st.dataframe(zoo, hide_index=True, width="stretch", height=420,
+                     column_config={"how to get it": st.column_config.TextColumn(width="large")})
+        dirs = ", ".join(f"`{d}`" for d in weights_dirs())
+        st.caption(f"Weights are looked up in {dirs} (first match wins; set ${WEIGHTS_ENV} to add a folder). "
+                   "Modes: baseline = trained from scratch; tl = ImageNet backbone, frozen; ensemble = soft "
+                   "voting of members.")
+
+    left, right = st.columns(2)
+    with left, guarded("checking this machine"):
+        st.subheader("This machine")
+        data = os.environ.get(DATA_ENV)
+        st.markdown(f"- **Dataset** (${DATA_ENV}): `{data}`" if data else f"- **Dataset** (${DATA_ENV}): not set")
+        dev = device()
+        st.markdown(f"- **GPU visible:** {'yes — ' + dev if gpu_visible() else 'no — running on ' + dev}")
+        st.markdown("- **Uploads** are processed in memory and never written to disk; no telemetry, "
+                    "no external requests.")
+    with right:
+        st.subheader("Data and evaluation")
+        st.markdown(
+            "- One public dataset (3,256 images from 89 patients, Taleqani Hospital, Tehran).\n"
+            "- The train/validation/test split is **at image level**: the dataset has **no patient IDs**, "
+            "so images of one patient can fall on both sides and the test accuracy may be optimistic "
+            "for new patients.\n"
+            "- See **Benchmark** for the split, the number of images and the weights behind every accuracy."
+        )
+    st.subheader("Citations")
+    st.markdown(f"**Paper.** {PAPER_CITATION}")
+    st.markdown(f"**Dataset.** {DATASET_CITATION}")
+
+
+# Streamlit runs this file on every rerun: the navigation, then the chosen page. The URL paths
+# are the names Streamlit infers from the pages/ files, so a deep link such as /Diagnose works
+# on a fresh server too (its very first session resolves the path before st.navigation runs).
+setup_page("Home")
+pages = [
+    st.Page(home, title="Home", icon=":material/home:", url_path="home", default=True),
+    st.Page("pages/1_Diagnose.py", title="Diagnose", icon=":material/bloodtype:", url_path="Diagnose"),
+    st.Page("pages/2_Segmentation.py", title="Segmentation", icon=":material/blur_on:", url_path="Segmentation"),
+    st.Page("pages/3_Compare_models.py", title="Compare models", icon=":material/compare:",
+            url_path="Compare_models"),
+    st.Page("pages/4_Benchmark.py", title="Benchmark", icon=":material/leaderboard:", url_path="Benchmark"),
+    st.Page("pages/5_Batch.py", title="Batch", icon=":material/folder_zip:", url_path="Batch"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,401 @@
+"""The Streamlit app, page by page, with `streamlit.testing.v1.AppTest` and the tiny fixture model.
+
+Every page runs in this process; the registry is pinned to the fixture's weights folder (not
+./weights or models/weights), so the tests see exactly one model whatever is installed, and the
+Benchmark page reads a temporary results folder built here with the real metric functions.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "Original"
+SAMPLE_A = SAMPLES / "Pre" / "WBC-Malignant-Pre-241.jpg"
+SAMPLE_B = SAMPLES / "Benign" / "WBC-Benign-126.jpg"
+TIMEOUT = 240  # seconds per script run: model load + Grad-CAM on a busy 2-core machine
+BAD_BYTES = b"this is a text file pretending to be a JPEG\n"
+
+from core.labels import CLASS_FOLDERS, CLASS_NAMES  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+def fake_evaluation(model: str = "mobilenetv2-baseline", n: int = 40, seed: int = 0) -> dict:
+    """An evaluation record in core.evaluate's format, computed with the real metric functions."""
+    from core.metrics import classification_metrics, reliability_curve
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    logits = rng.normal(size=(n, 4)) + 3.0 * np.eye(4)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    rec = classification_metrics(labels, probs)
+    rec.update(
+        model=model, display=model, split="test",
+        split_description="test part of the split manifest (image-level split; no patient IDs)",
+        calibration={"ece_before": rec["ece"], "ece_after": rec["ece"] / 2, "temperature": 1.3,
+                     "threshold": 0.7, "test_uncertain_fraction": 0.1, "test_accuracy_when_confident": 0.95,
+                     "reliability_before": reliability_curve(probs, labels),
+                     "reliability_after": reliability_curve(probs, labels)},
+        robustness={"grayscale_accuracy": 0.5, "colour_jitter_accuracy": 0.8, "colour_jitter": "hue +-15"},
+        weights={model: f"/weights/{model}.weights.h5"}, device="CPU: test", command="python -m core.evaluate …",
+        evaluated="2026-01-01T00:00:00",
+    )
+    return rec
+
+
+@pytest.fixture(scope="session")
+def results_folder(tmp_path_factory, tiny_run) -> Path:
+    """benchmarks/results look-alike: one test evaluation, one training run, one speed file,
+    and one broken file the page must skip with a warning."""
+    d = tmp_path_factory.mktemp("results")
+    (d / "mobilenetv2-baseline.test.json").write_text(json.dumps(fake_evaluation()))
+    (d / "broken.test.json").write_text("{not json")
+    run = d / "runs" / "mobilenetv2-baseline"
+    run.mkdir(parents=True)
+    for f in ("history.csv", "run.json"):
+        shutil.copy(tiny_run / f, run / f)
+    (d / "bench_cpu.json").write_text(json.dumps({"device": "CPU: test", "models": [
+        {"model": "mobilenetv2-baseline", "images_per_second": 12.5, "batch": 32}]}))
+    return d
+
+
+@pytest.fixture()
+def app_env(tiny_run, results_folder, monkeypatch):
+    """Weights: only the tiny run. Results: the temporary folder."""
+    import core.inference
+    import models.registry
+
+    monkeypatch.setenv("LEUKOSCOPE_WEIGHTS", str(tiny_run))
+    monkeypatch.setenv("LEUKOSCOPE_RESULTS", str(results_folder))
+    monkeypatch.setattr(models.registry, "weights_dirs", lambda: [Path(tiny_run)])
+    monkeypatch.setattr(core.inference, "weights_dirs", lambda: [Path(tiny_run)])
+    return tiny_run
+
+
+def app(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT)
+
+
+def texts(at) -> str:
+    """All the text a user can read on the page (markdown, captions, alerts, titles, metrics)."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "success", "warning", "error", "info",
+                 "text"):
+        parts += [str(e.value) for e in at.get(kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+def captions_of_images(at) -> list[str]:
+    return [c for im in at.image for c in im.captions]
+
+
+def no_exceptions(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.fixture()
+def media(monkeypatch) -> list:
+    """AppTest keeps download-button data in a MemoryMediaFileStorage made per run; record them."""
+    import streamlit.testing.v1.app_test as app_test_module
+
+    stores = []
+    base = app_test_module.MemoryMediaFileStorage
+
+    class Recording(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+    return stores
+
+
+def download_bytes(media: list, button) -> bytes:
+    """The content behind an st.download_button of the latest run."""
+    return media[-1].get_file(button.proto.url.rsplit("/", 1)[-1]).content
+
+
+# --------------------------------------------------------------------------------------------
+# Pages
+# --------------------------------------------------------------------------------------------
+
+
+def test_front_door_lists_the_zoo(app_env):
+    from models.registry import REGISTRY
+
+    at = app("streamlit_app.py").run()
+    no_exceptions(at)
+    zoo = at.dataframe[0].value
+    assert set(zoo["model"]) == set(REGISTRY)
+    avail = zoo.set_index("model")["available here"]
+    assert avail["mobilenetv2-baseline"] == "yes"
+    assert avail["vgg19-tl"] == "no"
+    assert "python -m core.train" in zoo.set_index("model").loc["vgg19-tl", "how to get it"]
+    page = texts(at)
+    for needle in ("not a diagnostic device", "GPU visible", "LEUKOSCOPE_DATA", "Sultana", "Aria M.",
+                   "no patient IDs"):
+        assert needle in page, needle
+
+
+def test_diagnose_upload_sample_and_bad_file(app_env):
+    at = app("pages/1_Diagnose.py").run()
+    no_exceptions(at)
+    assert "Upload one or more smear images" in texts(at)
+    at.file_uploader(key="dx_upload").set_value([
+        ("smear.jpg", SAMPLE_A.read_bytes(), "image/jpeg"),
+        ("notes.jpg", BAD_BYTES, "image/jpeg"),
+    ]).run()
+    no_exceptions(at)
+    page = texts(at)
+    verdicts = [e.value for e in (*at.success, *at.warning)]
+    assert len(verdicts) == 1 and any(n in verdicts[0] for n in CLASS_NAMES), verdicts
+    assert "Status: **ok**" in page or "Status: **uncertain**" in page
+    if "Status: **uncertain**" in page:
+        assert "review by a hematologist" in verdicts[0]
+    caps = captions_of_images(at)
+    assert any(c.startswith("HSV segmentation") for c in caps)
+    assert any(c.startswith("mask") for c in caps)
+    assert any(c.startswith("Grad-CAM:") for c in caps)
+    # The text file gets a plain message and no diagnosis, no CAM; no traceback anywhere.
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("No diagnosis: Not an image"), errors
+    assert "Traceback" not in page
+    assert len([c for c in caps if c.startswith("Grad-CAM")]) == 1
+    # Switching to Grad-CAM++ and another target class redraws only the heat map.
+    at.radio(key="dx_method").set_value("Grad-CAM++")
+    target = next(sb for sb in at.selectbox if sb.key and sb.key.endswith("_target"))
+    other = next(n for n in CLASS_NAMES if n != target.value)
+    target.set_value(other)
+    at.run()
+    no_exceptions(at)
+    assert f"Grad-CAM++: {other}" in captions_of_images(at)
+
+
+def test_diagnose_ensemble_shows_each_member(app_env, monkeypatch):
+    """An ensemble's page shows every member's probabilities and heat map. The fixture has one
+    trained network, so the test ensemble is two copies of it (soft voting of equal members)."""
+    import models.registry
+    from models.registry import ModelSpec
+
+    spec = ModelSpec("mdx", "ensemble", "ensemble", "MDX (test: 2 x MobileNetV2)",
+                     members=("mobilenetv2-baseline", "mobilenetv2-baseline"))
+    monkeypatch.setitem(models.registry.REGISTRY, "mdx", spec)
+    at = app("pages/1_Diagnose.py").run()
+    at.selectbox(key="dx_model").set_value("mdx")
+    at.selectbox(key="dx_sample").set_value("Early/WBC-Malignant-Early-457.jpg")
+    at.run()
+    no_exceptions(at)
+    assert "MDX (test: 2 x MobileNetV2)" in texts(at)
+    assert len(at.tabs) == 2
+    assert len([c for c in captions_of_images(at) if c.startswith("Grad-CAM:")]) == 2
+    assert "dataset label: Early Pre-B" in texts(at)
+
+
+def test_segmentation_page(app_env):
+    at = app("pages/2_Segmentation.py").run()
+    no_exceptions(at)
+    caps = captions_of_images(at)
+    assert "our mask" in caps
+    assert any(c.startswith("overlay:") for c in caps)
+    assert "the dataset's own Segmented image" in caps  # the default is a shipped sample
+    cells = at.dataframe[0].value
+    assert list(cells.columns[:6]) == ["cell", "area (px)", "x", "y", "width", "height"]
+    count = int(at.metric[0].value)
+    assert count == len(cells) and count >= 1
+    at.slider(key="seg_s").set_value((250, 255)).run()  # nearly nothing is that saturated
+    no_exceptions(at)
+    assert int(at.metric[0].value) < count
+    at.button(key="seg_reset").click().run()
+    no_exceptions(at)
+    assert int(at.metric[0].value) == count
+
+
+def test_compare_models_one_card_per_model(app_env):
+    from models.registry import available_models
+
+    at = app("pages/3_Compare_models.py").run()
+    no_exceptions(at)
+    rows = at.session_state["cmp_results"]
+    assert [r["model"] for r in rows] == available_models() == ["mobilenetv2-baseline"]
+    assert all(r["status"] in ("ok", "uncertain") and r["label"] in CLASS_NAMES for r in rows)
+    assert any(c.startswith("Grad-CAM") for c in captions_of_images(at))
+    assert at.dataframe[0].value.shape[0] == len(rows)
+
+
+def test_benchmark_page(app_env, media):
+    at = app("pages/4_Benchmark.py").run()
+    no_exceptions(at)
+    page = texts(at)
+    assert "863/896 = 96.3%" in page  # DEX: stated 99 %, its own matrix says 96.3 %
+    assert "not reproduced here" in page
+    assert "broken.test.json" in page  # the unreadable file is named, not fatal
+    comparison = at.dataframe[0].value
+    dex = comparison.set_index("model").loc["dex"]
+    assert round(dex["accuracy_from_matrix"], 1) == 96.3 and dex["status"] == "not reproduced here"
+    assert "core.evaluate" in dex["how_to_reproduce"]
+    ours = comparison.set_index("model").loc["mobilenetv2-baseline"]
+    assert ours["status"] == "reproduced" and ours["our_n_images"] == 40
+    assert "ImageNet" in comparison.set_index("model").loc["vgg19-tl", "how_to_reproduce"]
+    assert "No speed measurements" not in page  # bench_cpu.json is shown
+    assert len(at.download_button) >= 4
+    csv_text = download_bytes(media, at.download_button[0]).decode()
+    assert csv_text.splitlines()[0].startswith("paper_label,model")
+    at.multiselect(key="bm_mode").set_value(["tl"]).run()
+    no_exceptions(at)
+    assert set(at.dataframe[0].value["mode"]) == {"tl"}
+
+
+def test_batch_two_samples_and_a_bad_file(app_env, media):
+    at = app("pages/5_Batch.py").run()
+    no_exceptions(at)
+    at.file_uploader(key="batch_upload").set_value([
+        ("a.jpg", SAMPLE_A.read_bytes(), "image/jpeg"),
+        ("b.jpg", SAMPLE_B.read_bytes(), "image/jpeg"),
+        ("bad.jpg", BAD_BYTES, "image/jpeg"),
+    ]).run()
+    no_exceptions(at)
+    rows = list(csv.DictReader(io.StringIO(at.session_state["batch_csv"])))
+    assert [r["file"] for r in rows] == ["a.jpg", "b.jpg", "bad.jpg"]
+    assert rows[2]["status"] == "error" and rows[2]["message"].startswith("Not an image")
+    assert all(r["status"] in ("ok", "uncertain") and r["label"] in CLASS_NAMES for r in rows[:2])
+    assert download_bytes(media, at.download_button(key="batch_download")).decode() == at.session_state["batch_csv"]
+    assert at.dataframe[0].value.shape[0] == 3
+    at.checkbox(key="batch_thumbs").check().run()
+    no_exceptions(at)
+    assert len(at.image) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# app/benchmark_data.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_benchmark_data_load_results_skips_bad_files(tmp_path):
+    from app import benchmark_data as bd
+
+    (tmp_path / "a.test.json").write_text(json.dumps(fake_evaluation("densenet121-baseline")))
+    (tmp_path / "b.test.json").write_text("[1, 2]")
+    (tmp_path / "c.test.json").write_text(json.dumps({"model": "x"}))
+    (tmp_path / "d.all.json").write_text(json.dumps(fake_evaluation()))  # not a test split: ignored
+    results, problems = bd.load_results(tmp_path)
+    assert [r["model"] for r in results] == ["densenet121-baseline"]
+    assert len(problems) == 2 and problems[0].startswith("b.test.json")
+    assert bd.load_results(tmp_path / "missing") == ([], [])
+
+
+def test_benchmark_data_tables():
+    from core import paper
+
+    from app import benchmark_data as bd
+
+    rec = fake_evaluation("xception-tl", n=40)
+    acc = bd.our_accuracy_table([rec])
+    row = acc.iloc[0]
+    assert (row["family"], row["mode"], row["n_images"]) == ("xception", "tl", 40)
+    assert row["accuracy"] == pytest.approx(100 * rec["accuracy"])
+    assert row["weights"] == "xception-tl: /weights/xception-tl.weights.h5"
+    pc = bd.our_per_class_table([rec])
+    assert list(pc["class"]) == list(CLASS_FOLDERS) and pc["support"].sum() == 40
+    assert pc.iloc[0]["recall"] == pytest.approx(100 * rec["per_class"]["Benign"]["recall"])
+
+    cmp_ = bd.comparison_table(paper.accuracy_table(), acc)
+    assert len(cmp_) == 13
+    by = cmp_.set_index("model")
+    assert by.loc["xception-tl", "status"] == "reproduced"
+    assert by.loc["xception-tl", "our_accuracy"] == pytest.approx(row["accuracy"])
+    assert by.loc["dex", "matrix"] == "863/896 (Figure 6)"
+    assert by.loc["dex", "status"] == bd.NOT_REPRODUCED
+    assert "--model dex" in by.loc["dex", "how_to_reproduce"]
+    assert "ImageNet" in by.loc["vgg19-tl", "how_to_reproduce"]
+    assert "ImageNet" not in by.loc["vgg19-baseline", "how_to_reproduce"]
+
+    assert set(bd.filter_frame(cmp_, ["dex", "vgg19"], ["tl"])["model"]) == {"vgg19-tl"}
+    assert len(bd.filter_frame(cmp_, [], None)) == 13
+    assert bd.family_options(acc)[:7] == list(paper.MODEL_KEYS)
+    assert bd.family_of("mdx") == "mdx" and bd.family_of("densenet201-tl") == "densenet201"
+
+    cm = bd.confusion_matrix_of(rec)
+    assert cm.sum() == 40 and np.allclose(bd.row_normalise(cm).sum(axis=1), 1.0)
+    rel = bd.reliability_frame(rec)
+    assert set(rel["stage"]) == {"before", "after"}
+    assert rel[rel["stage"] == "before"]["count"].sum() == 40
+    assert bd.reliability_frame({"model": "x"}).empty
+
+
+def test_benchmark_data_runs_and_speed(tmp_path, tiny_run):
+    from app import benchmark_data as bd
+
+    assert bd.list_runs(tmp_path) == [] and bd.speed_table(tmp_path) is None
+    run = tmp_path / "runs" / "mobilenetv2-baseline"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_run / "history.csv", run)
+    shutil.copy(tiny_run / "run.json", run)
+    assert bd.list_runs(tmp_path) == ["mobilenetv2-baseline"]
+    hist = bd.load_history(run)
+    assert {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(hist.columns)
+    dev = bd.deviations_table(bd.load_run(run)).set_index("setting")
+    assert dev.loc["batch size", "paper"] == "17" and dev.loc["batch size", "this run"] == "8"
+    assert dev.loc["max epochs", "paper"] == "25" and dev.loc["max epochs", "this run"] == "1"
+    assert bd.deviations_table({}).empty
+    (tmp_path / "bench_x.json").write_text(json.dumps({"models": [{"model": "a", "ms": 1.5}, {"model": "b"}]}))
+    (tmp_path / "bench_y.json").write_text("oops")
+    speed = bd.speed_table(tmp_path)
+    assert list(speed["model"]) == ["a", "b"] and set(speed["file"]) == {"bench_x.json"}
+    assert bd.to_csv(pd.DataFrame({"a": [1]})) == b"a\n1\n"
+
+
+# --------------------------------------------------------------------------------------------
+# app/batch.py (zip handling, no model needed)
+# --------------------------------------------------------------------------------------------
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_batch_zip_skips_folders_hidden_and_odd_names():
+    from app.batch import plan_batch
+
+    img = SAMPLE_A.read_bytes()
+    data = _zip({"smears/": b"", "smears/a.jpg": img, "smears/.b.jpg": img, "__MACOSX/smears/._a.jpg": b"x",
+                 "../evil.jpg": img, "notes.txt": b"hello", "smears/c.PNG": b"not png"})
+    plan = plan_batch([("set.zip", data), ("loose.jpg", img)])
+    assert [i.name for i in plan.items] == ["set.zip/smears/a.jpg", "set.zip/smears/c.PNG", "loose.jpg"]
+    loaded = dict(plan.iter_inputs())
+    assert loaded["set.zip/smears/a.jpg"] == img and loaded["loose.jpg"] == img
+    assert "skipped" in plan.notes[0] and "hidden" in plan.notes[0] and "odd name" in plan.notes[0]
+
+
+def test_batch_zip_refuses_bombs_and_bad_archives(monkeypatch):
+    import app.batch as batch
+
+    big = _zip({f"{i}.jpg": b"\0" * 100_000 for i in range(3)})  # 300 kB unpacked, ~1 kB packed
+    monkeypatch.setattr(batch, "MAX_ZIP_TOTAL_BYTES", 200_000)
+    plan = batch.plan_batch([("bomb.zip", big)])
+    [(name, err)] = list(plan.iter_inputs())
+    assert name == "bomb.zip" and "limit is 0 MB" not in str(err) and "unpack" in str(err)
+    monkeypatch.setattr(batch, "MAX_ZIP_TOTAL_BYTES", 10**9)
+    monkeypatch.setattr(batch, "MAX_ZIP_MEMBERS", 2)
+    [(_, err)] = list(batch.plan_batch([("many.zip", big)]).iter_inputs())
+    assert "3 entries" in str(err)
+    [(_, err)] = list(batch.plan_batch([("bad.zip", b"PK\x03\x04 garbage")]).iter_inputs())
+    assert "damaged or not a zip" in str(err)

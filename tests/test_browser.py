@@ -1,0 +1,138 @@
+"""The real app in a real browser: `streamlit run` as a subprocess, headless Chromium via Playwright.
+
+Uploads a shipped sample on the Diagnose page and waits for the predicted class and the Grad-CAM
+image; then screenshots every page at 1366x768 (into $LEUKOSCOPE_SHOTS if set, else a temporary
+folder). Needs Debian's /usr/bin/chromium (`apt-get install chromium`); skipped without it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SAMPLE = ROOT / "samples" / "Original" / "Pro" / "WBC-Malignant-Pro-041.jpg"
+VIEWPORT = {"width": 1366, "height": 768}
+PAGES = [("home", ""), ("diagnose", "Diagnose"), ("segmentation", "Segmentation"), ("compare", "Compare_models"),
+         ("benchmark", "Benchmark"), ("batch", "Batch")]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="/usr/bin/chromium is absent (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
+
+
+@pytest.fixture()
+def server(tiny_run, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, LEUKOSCOPE_WEIGHTS=str(tiny_run), KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group, started above
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _settle(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit has run the script and drawn what it sent (no skeletons, visible tables drawn)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stSkeleton"]')
+              && [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+                     .every(d => d.offsetParent === null || d.querySelector('canvas'))""", timeout=timeout_ms)
+    page.wait_for_timeout(1000)  # plotly and images paint after the elements exist
+
+
+def test_diagnose_in_a_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("LEUKOSCOPE_SHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            outside = []  # the app must not fetch anything from outside this machine
+            page.on("request", lambda r: outside.append(r.url)
+                    if r.url.split("/")[2:3] != [server.split("/")[2]] and r.url.startswith("http") else None)
+            # The front door first, as a user would; its shot is taken again below.
+            page.goto(server, wait_until="domcontentloaded")
+            _settle(page)
+            page.goto(f"{server}/Diagnose?model=mobilenetv2-baseline", wait_until="domcontentloaded")
+            page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached", timeout=120_000)
+            page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(SAMPLE))
+
+            verdict = page.locator('[data-testid="stAlertContentSuccess"], [data-testid="stAlertContentWarning"]')
+            verdict.first.wait_for(timeout=180_000)
+            text = verdict.first.inner_text()
+            assert any(n in text for n in ("Benign", "Early Pre-B", "Pre-B", "Pro-B")), text
+            assert page.get_by_text("Page not found").count() == 0
+            cam_caption = page.get_by_text("Grad-CAM: ", exact=False).first
+            cam_caption.wait_for(timeout=180_000)
+            _settle(page)
+            cam_img = page.locator('[data-testid="stImage"]', has=page.get_by_text("Grad-CAM: ")).locator("img")
+            assert cam_img.count() == 1
+            page.screenshot(path=str(shots / "2_diagnose.png"))
+            cam_img.first.scroll_into_view_if_needed()  # Streamlit images load lazily
+            # decode() resolves once the PNG has arrived and decoded (rejects for a broken image).
+            assert cam_img.first.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert "Traceback" not in page.content()
+            page.screenshot(path=str(shots / "2b_diagnose_cam.png"))
+
+            for i, (name, path) in enumerate(PAGES):
+                if name == "diagnose":
+                    continue
+                page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+                _settle(page, timeout_ms=180_000)
+                assert page.locator('[data-testid="stException"]').count() == 0, name
+                page.screenshot(path=str(shots / f"{i + 1}_{name}.png"))
+                if name == "benchmark":
+                    page.get_by_role("tab", name="Confusion matrices").click()
+                    _settle(page)
+                    page.screenshot(path=str(shots / f"{i + 1}b_{name}_matrices.png"))
+            assert outside == [], outside
+        finally:
+            browser.close()
