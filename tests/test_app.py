@@ -100,6 +100,15 @@ def texts(at) -> str:
     return "\n".join(parts)
 
 
+def not_a_smear_png() -> bytes:
+    """A smooth green picture (no stain, no cells): the smear check must refuse it."""
+    from core.imageio import encode_png
+
+    y, x = np.mgrid[0:160, 0:160]
+    rgb = np.stack([20 + x // 4, 120 + y // 2, 30 + (x + y) // 8], axis=-1).astype(np.uint8)
+    return encode_png(rgb)
+
+
 def captions_of_images(at) -> list[str]:
     return [c for im in at.image for c in im.captions]
 
@@ -159,6 +168,7 @@ def test_diagnose_upload_sample_and_bad_file(app_env):
     at.file_uploader(key="dx_upload").set_value([
         ("smear.jpg", SAMPLE_A.read_bytes(), "image/jpeg"),
         ("notes.jpg", BAD_BYTES, "image/jpeg"),
+        ("leaf.png", not_a_smear_png(), "image/png"),
     ]).run()
     no_exceptions(at)
     page = texts(at)
@@ -171,9 +181,11 @@ def test_diagnose_upload_sample_and_bad_file(app_env):
     assert any(c.startswith("HSV segmentation") for c in caps)
     assert any(c.startswith("mask") for c in caps)
     assert any(c.startswith("Grad-CAM:") for c in caps)
-    # The text file gets a plain message and no diagnosis, no CAM; no traceback anywhere.
+    # The text file gets a plain message; the green picture is refused as not a smear. Neither
+    # gets a diagnosis or a heat map.
     errors = [e.value for e in at.error]
-    assert len(errors) == 1 and errors[0].startswith("No diagnosis: Not an image"), errors
+    assert len(errors) == 2 and errors[0].startswith("No diagnosis: Not an image"), errors
+    assert errors[1].startswith("This does not look like a peripheral blood smear"), errors
     assert "Traceback" not in page
     assert len([c for c in caps if c.startswith("Grad-CAM")]) == 1
     # Switching to Grad-CAM++ and another target class redraws only the heat map.
