@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from core.augment import colour_jitter, to_grayscale
-from core.dataset import (DATA_ENV, DatasetError, folder_images, load_manifest, manifest_hash, manifest_part,
+from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash, manifest_part,
                           resolve_data_dir)
 from core.imageio import ImageError, read_image
 from core.inference import (ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                               if args.split == "test" else f"every image under {root}"),
         **result,
         "weights": {m.name: str(m.weights_path) for m in predictor.members},
+        "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
         "image_size": {m.name: m.image_size for m in predictor.members},
         "manifest_hash": manifest_hash(manifest) if manifest else None,
         "data": str(root), "skipped": errors,
