@@ -18,8 +18,8 @@ import keras
 import numpy as np
 
 from core.augment import colour_jitter, to_grayscale
-from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash, manifest_part,
-                          resolve_data_dir)
+from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash,
+                          manifest_part, resolve_data_dir)
 from core.imageio import ImageError, read_image
 from core.inference import (ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
                             fit_temperature, load_predictor)
