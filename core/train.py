@@ -84,6 +84,14 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._t0
 
 
+def save_inference_weights(model: keras.Model, name: str, image_size: int, path: Path) -> None:
+    """Save only what inference needs: a compiled model's weights file also carries the
+    optimizer's moments (3x the size), which would not fit the shipped-weights budget."""
+    clean = build(name, imagenet_weights=False, input_size=image_size)
+    clean.set_weights(model.get_weights())
+    clean.save_weights(str(path))
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -153,7 +161,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         verbose=args.verbose,
     )
     total = time.perf_counter() - t0
-    model.save_weights(str(weights_path))
+    save_inference_weights(model, name, size, weights_path)
     epoch_seconds = history.history.get("epoch_seconds", [])
     val_loss = history.history.get("val_loss", [])
     hp = dict(

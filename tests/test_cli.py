@@ -21,7 +21,8 @@ def test_train_writes_a_complete_run(tiny_run):
     assert run["deviations_from_paper"] == {"batch_size": 8, "epochs_max": 1}
     lines = (tiny_run / "history.csv").read_text().splitlines()
     assert lines[0].startswith("epoch") and "epoch_seconds" in lines[0] and len(lines) == 2
-    assert (tiny_run / "mobilenetv2-baseline.weights.h5").stat().st_size > 1e6
+    # Inference weights only (~2.26M float32 parameters = 9 MB), not the optimizer's moments too.
+    assert 8e6 < (tiny_run / "mobilenetv2-baseline.weights.h5").stat().st_size < 11e6
 
 
 def test_resume_continues_from_the_last_epoch(tiny_run, tmp_path, samples_manifest):
