@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "split_description": ("test part of the split manifest (image-level split; no patient IDs)"
                               if args.split == "test" else f"every image under {root}"),
         **result,
-        "weights": {m.name: str(m.weights_path) for m in predictor.members},
+        "weights": {m.name: _display_path(m.weights_path) for m in predictor.members},
         "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
         "image_size": {m.name: m.image_size for m in predictor.members},
         "manifest_hash": manifest_hash(manifest) if manifest else None,
@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                       "ece_after": result["calibration"].get("ece_after"),
                       "robustness": result.get("robustness"), "out": str(out)}))
     return 0
+
+
+def _display_path(path: Path) -> str:
+    """Project files relative to the project (results are committed and read elsewhere)."""
+    path = Path(path).resolve()
+    root = RESULTS_DIR.parents[1]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def save_calibration(predictor: Predictor, calib: dict) -> Path:
