@@ -40,8 +40,9 @@ class SingleModel:
         for i in range(0, len(images), BATCH):
             x = to_model_input(images[i : i + BATCH], self.image_size)
             # One call at a time per model: Keras models are shared between app sessions.
+            # predict_on_batch runs the traced graph; an eager call is ~5x slower on CPU.
             with self.lock:
-                out.append(np.asarray(self.model(x, training=False), dtype=np.float64))
+                out.append(np.asarray(self.model.predict_on_batch(x), dtype=np.float64))
         return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 
 from core.imageio import MAX_BYTES, ImageError, decode_image
@@ -26,7 +27,8 @@ from core.smear_check import check_smear
 
 REJECTED_MESSAGE = "This does not look like a peripheral blood smear — no diagnosis given."
 UNCERTAIN_MESSAGE = "Uncertain — refer this smear to a hematologist for manual review."
-CHUNK = 16  # images decoded and held at once: bounds memory for any number of files
+CHUNK = 32  # images held at once (each at most HOLD_SIDE px a side): ~100 MB for any number of files
+HOLD_SIDE = 1024
 
 
 @dataclass
@@ -99,6 +101,10 @@ def diagnose(predictor: Predictor,
             rec.status = "rejected"
             rec.message = REJECTED_MESSAGE + (f" ({'; '.join(check.reasons)})" if check.reasons else "")
             continue
+        if max(rgb.shape[:2]) > HOLD_SIDE:  # models see <= 132 px; keep memory bounded for big scans
+            scale = HOLD_SIDE / max(rgb.shape[:2])
+            rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+                             interpolation=cv2.INTER_AREA)
         pending.append((rec, rgb, time.perf_counter() - t0))
         if len(pending) >= CHUNK:
             flush()

@@ -114,3 +114,21 @@ def test_weights_trained_under_tensorflow_load_under_jax(tiny_run):
     assert out.returncode == 0, out.stderr[-2000:]
     jax_probs = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
     assert np.allclose(tf_probs, jax_probs, atol=1e-4)
+
+
+def test_training_runs_unchanged_under_jax_and_loads_under_tensorflow(tmp_path, samples_manifest):
+    pytest.importorskip("jax", reason="JAX not installed: no second Keras backend to train with")
+    from core.inference import load_predictor
+
+    run = tmp_path / "jax_run"
+    out = subprocess.run(
+        [sys.executable, "-m", "core.train", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
+         "--model", "mobilenetv2", "--out", str(run), "--epochs", "1", "--batch-size", "8", "--verbose", "0"],
+        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((run / "run.json").read_text())["keras_backend"] == "jax"
+    files = sorted((SAMPLES / "Original" / "Benign").iterdir())[:2]
+    probs = load_predictor("mobilenetv2-baseline", weights_path=run / "mobilenetv2-baseline.weights.h5") \
+        .predict_proba([read_image(f) for f in files])
+    assert probs.shape == (2, N_CLASSES) and np.allclose(probs.sum(1), 1, atol=1e-5)
