@@ -24,7 +24,7 @@ import pandas as pd
 
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.paper import MODEL_KEYS, PAPER_PROTOCOL
-from models.registry import PROJECT_ROOT, REGISTRY
+from models.registry import PROJECT_ROOT, REGISTRY, weights_meta
 
 RESULTS_ENV = "LEUKOSCOPE_RESULTS"
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -225,6 +225,15 @@ def reliability_frame(result: dict[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
+def _status(name: str) -> str:
+    """"reproduced" only when the weights were trained with the paper's protocol."""
+    try:
+        deviations = weights_meta(name).get("deviations_from_paper")
+    except (KeyError, OSError, ValueError):
+        deviations = None
+    return "ours, protocol differs (see Training runs)" if deviations else "reproduced"
+
+
 def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
     """The paper's accuracy rows (``core.paper.accuracy_table()``) with our test accuracy beside
     each, or "not reproduced here" and the commands that would produce it."""
@@ -251,7 +260,7 @@ def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame) -> pd.Dat
             "our_split": o["split"] if o else "",
             "our_n_images": o["n_images"] if o else pd.NA,
             "our_weights": o["weights"] if o else "",
-            "status": "reproduced" if o else NOT_REPRODUCED,
+            "status": _status(name) if o else NOT_REPRODUCED,
             "how_to_reproduce": "" if o else reproduce_command(name),
         })
     df = pd.DataFrame(rows, columns=["paper_label", "model", "family", "mode", "accuracy_stated", "stated_in",

@@ -261,7 +261,8 @@ def test_benchmark_page(app_env, media):
     assert round(dex["accuracy_from_matrix"], 1) == 96.3 and dex["status"] == "not reproduced here"
     assert "core.evaluate" in dex["how_to_reproduce"]
     ours = comparison.set_index("model").loc["mobilenetv2-baseline"]
-    assert ours["status"] == "reproduced" and ours["our_n_images"] == 40
+    # The fixture weights were trained 1 epoch at batch 8: not the paper's protocol, and the page says so.
+    assert ours["status"].startswith("ours, protocol differs") and ours["our_n_images"] == 40
     assert "ImageNet" in comparison.set_index("model").loc["vgg19-tl", "how_to_reproduce"]
     assert "No speed measurements" not in page  # bench_cpu.json is shown
     assert len(at.download_button) >= 4
