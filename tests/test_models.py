@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, SAMPLES
 from core.imageio import read_image
 from core.labels import N_CLASSES
-from models.architectures import HEAD_POOL, feature_layer_name
+from models.architectures import feature_layer_name
 from models.registry import REGISTRY, build, find_weights, get_spec, how_to_get, is_available
 
 PAPER_SIX = {"vgg19", "inceptionv3", "mobilenetv2", "xception", "densenet201", "seresnet152"}
