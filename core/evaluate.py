@@ -20,7 +20,7 @@ import numpy as np
 from core.augment import colour_jitter, to_grayscale
 from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash,
                           manifest_part, resolve_data_dir)
-from core.imageio import ImageError, read_image
+from core.imageio import ImageError, read_image, resize_square
 from core.inference import (ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
                             fit_temperature, load_predictor)
 from core.labels import CLASS_FOLDERS
@@ -80,15 +80,17 @@ def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
     if len(members) > 1:
         result["members"] = {n: classification_metrics(labels, p)["accuracy"] for n, p in members.items()}
     if robustness:
-        arr = np.stack([im for im in images]) if len({im.shape for im in images}) == 1 else None
-        if arr is not None:
-            result["robustness"] = {
-                "grayscale_accuracy": float((predictor.predict_proba(list(to_grayscale(arr))).argmax(1)
-                                             == labels).mean()),
-                "colour_jitter_accuracy": float((predictor.predict_proba(list(colour_jitter(arr, seed=0)))
-                                                 .argmax(1) == labels).mean()),
-                "colour_jitter": "hue +-15 (OpenCV units), saturation +-30%, brightness/contrast +-10%, seed 0",
-            }
+        # Same-size images equal the plain path exactly; mixed sizes meet at the largest model input.
+        side = max(m.image_size for m in predictor.members)
+        same = len({im.shape for im in images}) == 1
+        arr = np.stack(images) if same else np.stack([resize_square(im, side) for im in images])
+        result["robustness"] = {
+            "grayscale_accuracy": float((predictor.predict_proba(list(to_grayscale(arr))).argmax(1)
+                                         == labels).mean()),
+            "colour_jitter_accuracy": float((predictor.predict_proba(list(colour_jitter(arr, seed=0)))
+                                             .argmax(1) == labels).mean()),
+            "colour_jitter": "hue +-15 (OpenCV units), saturation +-30%, brightness/contrast +-10%, seed 0",
+        }
     result["_probs"] = probs
     return result
 
