@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,28 @@ def manifest_part(
     return paths, labels
 
 
+def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, parts: list[str]) -> tuple[int, int]:
+    """Copy the files of `parts` under `out` in the same layout; returns (files, bytes).
+
+    Byte-identical and hash-checked, so the same manifest describes the copy: the way to
+    train on another machine (a lent GPU) without re-encoding the images.
+    """
+    if Path(out).resolve() == Path(root).resolve():
+        raise DatasetError("--out must differ from the dataset folder.")
+    unknown = set(parts) - {"train", "val", "test"}
+    if unknown:
+        raise DatasetError(f"Unknown part(s) {sorted(unknown)}: use train, val, test.")
+    n = size = 0
+    for part in parts:
+        paths, _ = manifest_part(manifest, root, part, check_hashes=True)
+        for src in paths:
+            dst = Path(out) / src.relative_to(root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            n, size = n + 1, size + dst.stat().st_size
+    return n, size
+
+
 def folder_images(root: str | os.PathLike, subset: str = "Original") -> tuple[list[Path], np.ndarray]:
     """Every image of a folder in the dataset's layout, with integer labels (for --split all)."""
     index = scan_dataset(root, subset)
@@ -235,7 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=0, help="also write k stratified folds (k-fold CV)")
     s = sub.add_parser("summary", help="counts, duplicates and skipped files")
     s.add_argument("--data")
+    c = sub.add_parser("copy", help="copy the files of some manifest parts, byte for byte (to train elsewhere)")
+    c.add_argument("--data")
+    c.add_argument("--out", required=True, help="new dataset root (same layout)")
+    c.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+    c.add_argument("--parts", default="train,val", help="comma-separated: train, val, test")
     args = parser.parse_args(argv)
+    if args.cmd == "copy":
+        try:
+            n, size = copy_parts(load_manifest(args.manifest), resolve_data_dir(args.data), args.out,
+                                 [x.strip() for x in args.parts.split(",") if x.strip()])
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"copied {n} files ({size / 1e6:.1f} MB) to {args.out}")
+        return 0
     try:
         root = resolve_data_dir(args.data)
         index = scan_dataset(root)

@@ -65,6 +65,9 @@ def device_name() -> str:
 
 
 def git_commit() -> str:
+    # A copy of the tree without .git (a lent GPU machine) is told its commit by the caller.
+    if os.environ.get("LEUKOSCOPE_GIT_COMMIT"):
+        return os.environ["LEUKOSCOPE_GIT_COMMIT"]
     try:
         root = Path(__file__).resolve().parents[1]
         return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
@@ -82,6 +85,36 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._t0
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Fit training into a wall-clock budget (a lent GPU is held for minutes, not hours).
+
+    The learning rate follows a cosine from `lr` to `alpha * lr` over the budget's time
+    rather than over a fixed number of epochs, and training stops before an epoch that
+    would overrun it, so the schedule anneals whatever the hardware's speed.
+    """
+
+    def __init__(self, seconds: float, lr: float, alpha: float = 0.01):
+        super().__init__()
+        self.seconds, self.lr, self.alpha = seconds, lr, alpha
+        self.last_epoch = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._e0 = time.perf_counter()
+        frac = min((self._e0 - self.t0) / self.seconds, 1.0)
+        self.model.optimizer.learning_rate = self.lr * (self.alpha + (1 - self.alpha) * 0.5 * (1 + np.cos(np.pi * frac)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.last_epoch = now - self._e0
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if now - self.t0 + self.last_epoch > self.seconds:
+            self.model.stop_training = True
 
 
 def save_inference_weights(model: keras.Model, name: str, image_size: int, path: Path) -> None:
@@ -134,7 +167,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
     if args.init_weights:
         model.load_weights(args.init_weights)
     lr = args.lr
-    if args.lr_schedule == "cosine":
+    if args.lr_schedule == "cosine" and not args.time_budget:
         steps = args.epochs * -(-len(x_train) // args.batch_size)
         lr = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
     model.compile(
@@ -142,8 +175,10 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_seq = ImageBatches(x_train, y_train, args.batch_size, PRESETS[args.augment], shuffle=True, seed=args.seed)
-    val_seq = ImageBatches(x_val, y_val, args.batch_size)
+    loader_kw = dict(workers=args.workers, use_multiprocessing=False) if args.workers > 1 else {}
+    train_seq = ImageBatches(x_train, y_train, args.batch_size, PRESETS[args.augment], shuffle=True, seed=args.seed,
+                             **loader_kw)
+    val_seq = ImageBatches(x_val, y_val, args.batch_size, **loader_kw)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "checkpoint"), delete_checkpoint=False),
         EpochTimer(),
@@ -154,6 +189,8 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True),
     ]
+    if args.time_budget:  # first, so the history CSV records the learning rate it sets
+        callbacks.insert(0, TimeBudget(args.time_budget, args.lr, alpha=0.01 if args.lr_schedule == "cosine" else 1.0))
     t0 = time.perf_counter()
     history = model.fit(
         train_seq, validation_data=val_seq, epochs=args.epochs, callbacks=callbacks,
@@ -169,7 +206,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         epochs_max=args.epochs, patience=args.patience, loss="categorical_crossentropy", image_size=size,
         augment=args.augment, augment_config=PRESETS[args.augment].to_dict(), class_weight=args.class_weight,
         fine_tune_layers=args.fine_tune, seed=args.seed, limit=args.limit,
-        lr_schedule=args.lr_schedule, init_weights=args.init_weights,
+        lr_schedule=args.lr_schedule, init_weights=args.init_weights, time_budget_seconds=args.time_budget,
     )
     deviations = {k: v for k, v in hp.items() if k in PAPER_HYPERPARAMETERS and PAPER_HYPERPARAMETERS[k] != v}
     if args.epochs != PAPER_HYPERPARAMETERS["epochs"]:
@@ -182,6 +219,8 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
         deviations["lr_schedule"] = args.lr_schedule
     if args.init_weights:
         deviations["init_weights"] = args.init_weights
+    if args.time_budget:
+        deviations["time_budget_seconds"] = args.time_budget
     record = dict(
         model=name, family=spec.family, mode=spec.mode,
         command=" ".join([Path(sys.executable).name, "-m", "core.train", *sys.argv[1:]]),
@@ -237,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="cosine: decay from --lr to 1%% of it over --epochs")
+    p.add_argument("--time-budget", type=float, default=0,
+                   help="stop before this many seconds of training; with cosine, decay over this time, not --epochs")
+    p.add_argument("--workers", type=int, default=1, help="threads preparing augmented batches")
     p.add_argument("--init-weights", help="start from these .weights.h5 (a second, lower-lr stage)")
     p.add_argument("--fine-tune", type=int, default=0, help="TL: unfreeze this many top backbone layers")
     p.add_argument("--seed", type=int, default=0)
