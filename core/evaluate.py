@@ -1,7 +1,8 @@
 """Evaluate a trained model or ensemble: `python -m core.evaluate --data DIR --model NAME --split test --out F.json`.
 
 `--split test` is the split manifest's test part (never used for training, early
-stopping or calibration); `--split all` is every image of a folder in the dataset's
+stopping or calibration); `--split val`, its validation part, is where candidates are
+compared and chosen before the test part is looked at; `--split all` is every image of a folder in the dataset's
 layout (an independent image set). With `--calibrate`, the temperature and the
 "uncertain" threshold are fitted on the manifest's validation part and written
 beside the weights.
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="a run directory written by core.train")
     src.add_argument("--model", help="registry name (or 'default'), weights looked up in the weights dirs")
-    p.add_argument("--split", choices=["test", "all"], default="test")
+    p.add_argument("--split", choices=["test", "val", "all"], default="test")
     p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
     p.add_argument("--out", help="output JSON (default: benchmarks/results/<model>.<split>.json)")
     p.add_argument("--calibrate", action="store_true",
@@ -114,15 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         root = resolve_data_dir(args.data)
         predictor = predictor_from_run(Path(args.run)) if args.run else load_predictor(args.model)
         manifest = None
-        if args.split == "test":
+        if args.split in ("test", "val"):
             manifest = load_manifest(args.manifest)
-            paths, labels = manifest_part(manifest, root, "test")
+            paths, labels = manifest_part(manifest, root, args.split)
         else:
             paths, labels = folder_images(root)
         images, ok, errors = read_images(paths)
         labels, paths = labels[ok], [pp for pp, k in zip(paths, ok) if k]
         val = None
-        if manifest is not None:
+        if args.split == "test":
             vpaths, vlabels = manifest_part(manifest, root, "val")
             vimages, vok, _ = read_images(vpaths)
             val = (vimages, vlabels[vok])
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = result.pop("_probs")
     record = {
         "model": predictor.name, "display": predictor.display, "split": args.split,
-        "split_description": ("test part of the split manifest (image-level split; no patient IDs)"
-                              if args.split == "test" else f"every image under {root}"),
+        "split_description": (f"{args.split} part of the split manifest (image-level split; no patient IDs)"
+                              if manifest else f"every image under {root}"),
         **result,
         "weights": {m.name: _display_path(m.weights_path) for m in predictor.members},
         "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
