@@ -54,6 +54,50 @@ def test_evaluate_writes_full_metrics(tiny_run, tmp_path, samples_manifest, caps
     assert summary["accuracy"] == pytest.approx(res["accuracy"], abs=1e-4)
 
 
+def test_time_budget_stops_training_and_anneals_the_learning_rate(tmp_path, samples_manifest):
+    run = tmp_path / "budget"
+    rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
+                     "--out", str(run), "--epochs", "50", "--batch-size", "8", "--lr", "1e-3",
+                     "--lr-schedule", "cosine", "--time-budget", "1", "--workers", "2", "--verbose", "0"])
+    assert rc == 0
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    # A 1 s budget ends after the first epoch (it alone takes longer), not after 50.
+    assert len(rows) == 1 and float(rows[0]["learning_rate"]) == pytest.approx(1e-3, rel=1e-4)
+    record = json.loads((run / "run.json").read_text())
+    assert record["deviations_from_paper"]["time_budget_seconds"] == 1
+
+
+def test_time_budget_schedule_follows_a_cosine_over_time():
+    import keras
+
+    from core.train import TimeBudget
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    cb = TimeBudget(100.0, lr=1e-3, alpha=0.01)
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.t0 -= 50.0  # halfway through the budget
+    cb.on_epoch_begin(0)
+    halfway = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert halfway == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=1e-3)
+    cb.t0 -= 40.0  # 90 s gone, epochs of 15 s: the next one would overrun
+    cb._e0 -= 15.0
+    cb.on_epoch_end(0, {})
+    assert model.stop_training
+
+
+def test_evaluate_split_val_reports_the_validation_part(tiny_run, tmp_path, samples_manifest):
+    out = tmp_path / "val.json"
+    assert evaluate_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--run", str(tiny_run),
+                          "--split", "val", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    m = json.loads(samples_manifest.read_text())
+    val_files = {it["file"] for it in m["items"] if it["part"] == "val"}
+    assert res["split"] == "val" and {p["file"] for p in res["predictions"]} == val_files
+    assert "temperature" not in res["calibration"]  # nothing is fitted on the part being measured
+
+
 def test_evaluate_split_all_on_any_folder(tiny_weights_env, tmp_path):
     out = tmp_path / "all.json"
     assert evaluate_main(["--data", str(SAMPLES), "--model", "mobilenetv2-baseline", "--split", "all",

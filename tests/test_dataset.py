@@ -86,6 +86,25 @@ def test_manifest_roundtrip_and_missing_files(tmp_path, samples_manifest):
         load_manifest(bad)
 
 
+def test_copy_parts_is_byte_identical_and_keeps_the_manifest_valid(tmp_path, samples_manifest, capsys):
+    from core.dataset import main as dataset_main
+
+    out = tmp_path / "copy"
+    assert dataset_main(["copy", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
+                         "--out", str(out), "--parts", "train,val"]) == 0
+    m = load_manifest(samples_manifest)
+    for part in ("train", "val"):  # the same manifest, hashes checked, describes the copy
+        paths, _ = manifest_part(m, out, part, check_hashes=True)
+        assert paths
+    with pytest.raises(DatasetError, match="not under"):  # the test part stays behind
+        manifest_part(m, out, "test")
+    assert dataset_main(["copy", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
+                         "--out", str(tmp_path / "x"), "--parts", "tset"]) == 2
+    assert dataset_main(["copy", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
+                         "--out", str(SAMPLES), "--parts", "val"]) == 2
+    assert "Unknown part" in capsys.readouterr().err
+
+
 def test_committed_manifest_is_hash_grouped_and_70_30():
     m = load_manifest()
     by_hash = {}
