@@ -48,8 +48,12 @@ def predictor_from_run(run_dir: Path) -> Predictor:
 
 
 def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
-             val: tuple[list[np.ndarray], np.ndarray] | None = None, robustness: bool = False) -> dict:
-    """Metrics of `predictor` on RGB images with integer labels; see module docstring."""
+             val: tuple[list[np.ndarray], np.ndarray] | None = None, robustness: bool = False,
+             calibrated: bool = True) -> dict:
+    """Metrics of `predictor` on RGB images with integer labels; see module docstring.
+
+    Metrics are of the raw (temperature 1) probabilities; the per-image probabilities
+    returned are calibrated unless `calibrated` is False (the validation part itself)."""
     t0 = time.perf_counter()
     members = predictor.predict_members(images)
     seconds = time.perf_counter() - t0
@@ -76,7 +80,7 @@ def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
             (cal.argmax(1) == labels)[accepted].mean()) if accepted.any() else None
         probs = cal
     else:
-        probs = apply_temperature(raw, predictor.temperature)
+        probs = apply_temperature(raw, predictor.temperature) if calibrated else raw
     result["calibration"] = calib
     if len(members) > 1:
         result["members"] = {n: classification_metrics(labels, p)["accuracy"] for n, p in members.items()}
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ModelUnavailable, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = evaluate(predictor, images, labels, val=val, robustness=args.robustness)
+    result = evaluate(predictor, images, labels, val=val, robustness=args.robustness,
+                      calibrated=args.split != "val")
     probs = result.pop("_probs")
     record = {
         "model": predictor.name, "display": predictor.display, "split": args.split,

@@ -5,6 +5,7 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
+    log_loss,
     multilabel_confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -45,7 +46,7 @@ def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, per-class precision/recall/F1/specificity/support, macro and weighted averages,
-    confusion matrix (rows = true class, columns = predicted), one-vs-rest ROC-AUC and ECE.
+    confusion matrix (rows = true class, columns = predicted), one-vs-rest ROC-AUC, log loss and ECE.
 
     labels (N,) ints in [0, 4); probs (N, 4) rows summing to 1.
     """
@@ -79,5 +80,6 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "confusion_matrix_orientation": "rows=true, columns=predicted; order " + ", ".join(CLASS_FOLDERS),
         "roc_auc_ovr": None if auc is None else float(auc),
         "roc_auc_per_class": auc_per_class,
+        "log_loss": float(log_loss(labels, np.clip(probs, 1e-15, 1.0), labels=classes)) if len(labels) else None,
         "ece": expected_calibration_error(probs, labels),
     }
