@@ -53,7 +53,8 @@ def bench_model(name: str, quick: bool) -> dict:
     samples = _sample_bytes(20)
     reps = 10 if quick else 30
     decoded = [decode_image(b) for _, b in samples]
-    predictor.predict_proba(decoded[:2])  # warm-up: graph tracing is not latency
+    # Warm-up with the measured batch shape (1): tracing/compiling a new shape is not latency.
+    predictor.predict_proba(decoded[:1])
     single = []
     for i in range(reps):
         t0 = time.perf_counter()
