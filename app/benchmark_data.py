@@ -151,6 +151,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "mode": mode_of(name),
             "split": r.get("split", "test"),
             "n_images": int(r.get("n_images") or int(np.asarray(r["confusion_matrix"]).sum())),
+            "views": int(r.get("views") or 1),
             "accuracy": _pct(r.get("accuracy")),
             "macro_f1": _pct(macro.get("f1")),
             "ece_before": _num(calib.get("ece_before")),
@@ -166,7 +167,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "command": r.get("command", ""),
             "file": r.get("_file", ""),
         })
-    cols = ["model", "display", "family", "mode", "split", "n_images", "accuracy", "macro_f1", "ece_before",
+    cols = ["model", "display", "family", "mode", "split", "n_images", "views", "accuracy", "macro_f1", "ece_before",
             "ece_after", "temperature", "threshold", "uncertain_pct", "grayscale_accuracy",
             "colour_jitter_accuracy", "weights", "device", "evaluated", "command", "file"]
     return pd.DataFrame(rows, columns=cols)
@@ -239,7 +240,7 @@ def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame) -> pd.Dat
     each, or "not reproduced here" and the commands that would produce it."""
     best: dict[str, dict[str, Any]] = {}
     for row in ours.to_dict("records"):
-        if row.get("split", "test") == "test":
+        if row.get("split", "test") == "test" and row.get("views", 1) == 1:  # the paper used one view
             best.setdefault(row["model"], row)
     rows = []
     for p in paper_accuracy.to_dict("records"):

@@ -8,6 +8,8 @@ an unrelated widget never recomputes them.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 
@@ -68,9 +70,13 @@ def gpu_visible() -> bool:
 
 
 @st.cache_data(show_spinner="Diagnosing…", max_entries=512)
-def diagnose_one(name: str, signature: Signature, file_name: str, data: bytes) -> Diagnosis:
-    """One image's Diagnosis (status, label, probabilities…); never raises for a bad image."""
-    return diagnose(_load(name, signature), [(file_name, data)])[0]
+def diagnose_one(name: str, signature: Signature, file_name: str, data: bytes, views: int = 1) -> Diagnosis:
+    """One image's Diagnosis (status, label, probabilities…); never raises for a bad image.
+    `views=8` averages the image's 8 rotations/reflections (the networks are shared, not copied)."""
+    predictor = _load(name, signature)
+    if views != predictor.views:
+        predictor = dataclasses.replace(predictor, views=views)
+    return diagnose(predictor, [(file_name, data)])[0]
 
 
 @st.cache_data(show_spinner="Computing the class activation map…", max_entries=256)

@@ -22,7 +22,7 @@ from core.augment import colour_jitter, to_grayscale
 from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash,
                           manifest_part, resolve_data_dir)
 from core.imageio import ImageError, read_image, resize_square
-from core.inference import (ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
+from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
                             fit_temperature, load_predictor)
 from core.labels import CLASS_FOLDERS
 from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
@@ -113,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate", action="store_true",
                    help="fit temperature + threshold on the validation part and save them beside the weights")
     p.add_argument("--robustness", action="store_true", help="also grayscale and colour-jittered accuracy")
+    p.add_argument("--views", type=int, choices=VIEWS, default=1,
+                   help="8: average each image over its rotations/reflections (test-time augmentation)")
     args = p.parse_args(argv)
     keras.utils.set_random_seed(0)
     try:
         root = resolve_data_dir(args.data)
         predictor = predictor_from_run(Path(args.run)) if args.run else load_predictor(args.model)
+        predictor.views = args.views
         manifest = None
         if args.split in ("test", "val"):
             manifest = load_manifest(args.manifest)
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         **result,
         "weights": {m.name: _display_path(m.weights_path) for m in predictor.members},
         "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
-        "image_size": {m.name: m.image_size for m in predictor.members},
+        "image_size": {m.name: m.image_size for m in predictor.members}, "views": predictor.views,
         "manifest_hash": manifest_hash(manifest) if manifest else None,
         "data": str(root), "skipped": errors,
         "command": " ".join(["python", "-m", "core.evaluate", *(argv if argv is not None else sys.argv[1:])]),
@@ -157,10 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             for pp, t, pr in zip(paths, labels, probs)
         ],
     }
-    out = Path(args.out) if args.out else RESULTS_DIR / f"{predictor.name}.{args.split}.json"
+    views = f".views{predictor.views}" if predictor.views > 1 else ""
+    out = Path(args.out) if args.out else RESULTS_DIR / f"{predictor.name}{views}.{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    if args.calibrate and "temperature" in result["calibration"]:
+    if args.calibrate and predictor.views > 1:
+        print("note: --calibrate is ignored with --views: the shipped calibration is for one view", file=sys.stderr)
+    elif args.calibrate and "temperature" in result["calibration"]:
         save_calibration(predictor, result["calibration"])
     pc = result["per_class"]
     print(json.dumps({"model": predictor.name, "split": args.split, "n_images": result["n_images"],

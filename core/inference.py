@@ -20,6 +20,12 @@ from models.registry import find_weights, get_spec, how_to_get, weights_dirs
 
 DEFAULT_THRESHOLD = 0.7
 BATCH = 32
+VIEWS = (1, 8)
+
+
+def dihedral_views(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/reflections of an (H, W, 3) image; a smear has no canonical orientation."""
+    return [np.ascontiguousarray(np.rot90(im, k)) for im in (image, image[:, ::-1]) for k in range(4)]
 
 
 class ModelUnavailable(RuntimeError):
@@ -57,6 +63,7 @@ class Predictor:
     threshold: float = DEFAULT_THRESHOLD
     member_weights: np.ndarray | None = None
     load_seconds: float = 0.0
+    views: int = 1  # 8: average over dihedral_views (test-time augmentation), 8x the compute
 
     @property
     def is_ensemble(self) -> bool:
@@ -64,7 +71,14 @@ class Predictor:
 
     def predict_members(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Each member's (N, 4) probabilities (a single model is its own only member)."""
-        return {m.name: m.predict_proba(images) for m in self.members}
+        if self.views == 1:
+            return {m.name: m.predict_proba(images) for m in self.members}
+        if self.views != 8:
+            raise ValueError(f"views must be one of {VIEWS}")
+        # Image-major, so the chunks of one call stay small; then average each image's 8 views.
+        expanded = [v for im in images for v in dihedral_views(im)]
+        return {m.name: m.predict_proba(expanded).reshape(len(images), 8, N_CLASSES).mean(axis=1)
+                for m in self.members}
 
     def combine(self, member_probs: dict[str, np.ndarray], temperature: float | None = None) -> np.ndarray:
         """Soft (optionally weighted) voting, then temperature scaling (this predictor's
@@ -144,8 +158,11 @@ def load_single(name: str, weights_path: Path | None = None) -> SingleModel:
     return SingleModel(name, model, size, path)
 
 
-def load_predictor(name: str, weights_path: Path | None = None) -> Predictor:
-    """A ready `Predictor` for a registry name ("default" allowed). Raises `ModelUnavailable`."""
+def load_predictor(name: str, weights_path: Path | None = None, views: int = 1) -> Predictor:
+    """A ready `Predictor` for a registry name ("default" allowed). Raises `ModelUnavailable`.
+
+    `views=8` averages each image over its 8 rotations/reflections (slower; off by default,
+    since the shipped default was chosen and calibrated with one view)."""
     t0 = time.perf_counter()
     spec = get_spec(name)
     if spec.is_ensemble:
@@ -160,5 +177,5 @@ def load_predictor(name: str, weights_path: Path | None = None) -> Predictor:
         temperature=float(meta.get("temperature", 1.0)),
         threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)),
         member_weights=np.asarray(weights, dtype=np.float64) if weights else None,
-        load_seconds=time.perf_counter() - t0,
+        load_seconds=time.perf_counter() - t0, views=views,
     )

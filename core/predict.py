@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from core.imageio import MAX_BYTES, ImageError, decode_image
-from core.inference import ModelUnavailable, Predictor, load_predictor
+from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.smear_check import check_smear
 
@@ -130,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="registry name or 'default'")
     p.add_argument("files", nargs="+", help="image files")
+    p.add_argument("--views", type=int, choices=VIEWS, default=1,
+                   help="8: average over each image's rotations/reflections (8x slower)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of records")
     out.add_argument("--csv", metavar="OUT", help="write the records as CSV to OUT")
     args = p.parse_args(argv)
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, views=args.views)
     except (ModelUnavailable, KeyError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
                         "normalised per image, so compare shapes, not absolute colours.")
 
 
-def show_image(i, img, name, sig, predictor, method, opacity, device):
+def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     from core.labels import CLASS_NAMES
     from core.segmentation import DEFAULT_HSV_RANGE
 
@@ -45,10 +45,11 @@ def show_image(i, img, name, sig, predictor, method, opacity, device):
     from app.imaging import decode_for_view, mask_image, segment
     from app.models import diagnose_one
 
-    rec = diagnose_one(name, sig, img.name, img.data)
+    rec = diagnose_one(name, sig, img.name, img.data, views)
     truth = f" · dataset label: {img.sample.label}" if img.sample else ""
     st.markdown(f"#### {img.name}")
-    timing = f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms{truth}"
+    timing = (f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms"
+              f"{' · average of 8 rotations/flips' if views == 8 else ''}{truth}")
     if rec.status == "error":
         st.error(f"No diagnosis: {rec.message}")
         st.caption(f"Status: **error**{truth}")
@@ -100,6 +101,10 @@ with guarded("diagnosing"):
         name = model_picker("dx_model", container=st.sidebar)
         method = st.radio("Heat map", METHODS, key="dx_method", horizontal=True)
         opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="dx_opacity")
+        views = 8 if st.checkbox(
+            "Average over 8 rotations/flips", key="dx_views",
+            help="Test-time augmentation: 8x the compute. The benchmark lists its accuracy separately; "
+                 "the default model was chosen and calibrated with one view.") else 1
 
     images = image_inputs("dx")
     if name is None:
@@ -116,4 +121,4 @@ with guarded("diagnosing"):
                f"device: {dev}")
     for i, img in enumerate(images):
         with st.container(border=True), guarded(f"showing {img.name}"):
-            show_image(i, img, name, sig, predictor, method, opacity, dev)
+            show_image(i, img, name, sig, predictor, method, opacity, dev, views)

@@ -198,6 +198,19 @@ def test_diagnose_upload_sample_and_bad_file(app_env):
     assert f"Grad-CAM++: {other}" in captions_of_images(at)
 
 
+def test_diagnose_with_eight_views_is_labelled(app_env):
+    at = app("pages/1_Diagnose.py").run()
+    at.selectbox(key="dx_sample").set_value("Early/WBC-Malignant-Early-457.jpg")
+    at.run()
+    no_exceptions(at)
+    assert "average of 8 rotations/flips" not in texts(at)
+    at.checkbox(key="dx_views").check().run()
+    no_exceptions(at)
+    page = texts(at)
+    assert "average of 8 rotations/flips" in page
+    assert "Status: **ok**" in page or "Status: **uncertain**" in page
+
+
 def test_diagnose_ensemble_shows_each_member(app_env, monkeypatch):
     """An ensemble's page shows every member's probabilities and heat map. The fixture has one
     trained network, so the test ensemble is two copies of it (soft voting of equal members)."""

@@ -98,6 +98,19 @@ def test_evaluate_split_val_reports_the_validation_part(tiny_run, tmp_path, samp
     assert "temperature" not in res["calibration"]  # nothing is fitted on the part being measured
 
 
+def test_evaluate_with_eight_views_is_labelled_and_keeps_the_calibration(tiny_run, tmp_path, samples_manifest,
+                                                                         capsys):
+    meta = tiny_run / "mobilenetv2-baseline.meta.json"
+    before = meta.read_text()
+    out = tmp_path / "v8.json"
+    assert evaluate_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--run", str(tiny_run),
+                          "--split", "test", "--views", "8", "--calibrate", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["views"] == 8 and "--views 8" in res["command"] and res["n_images"] == 5
+    assert meta.read_text() == before  # calibration fitted for one view is not overwritten
+    assert "ignored" in capsys.readouterr().err
+
+
 def test_evaluate_split_all_on_any_folder(tiny_weights_env, tmp_path):
     out = tmp_path / "all.json"
     assert evaluate_main(["--data", str(SAMPLES), "--model", "mobilenetv2-baseline", "--split", "all",
@@ -127,6 +140,10 @@ def test_predict_cli_gives_one_record_per_file(tiny_weights_env, tmp_path, capsy
     assert predict_main(["--model", "mobilenetv2-baseline", "--csv", str(out_csv), *files]) == 0
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 4 and rows[2]["status"] == "error"
+    capsys.readouterr()
+    assert predict_main(["--model", "mobilenetv2-baseline", "--views", "8", "--json", *files]) == 0
+    eight = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in eight[2:]] == ["error", "error"] and len(eight) == 4
 
 
 def test_predict_unknown_model_is_a_plain_error(capsys):

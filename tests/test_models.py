@@ -132,3 +132,27 @@ def test_training_runs_unchanged_under_jax_and_loads_under_tensorflow(tmp_path, 
     probs = load_predictor("mobilenetv2-baseline", weights_path=run / "mobilenetv2-baseline.weights.h5") \
         .predict_proba([read_image(f) for f in files])
     assert probs.shape == (2, N_CLASSES) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_dihedral_views_are_the_8_rotations_and_reflections():
+    from core.inference import dihedral_views
+
+    img = np.arange(5 * 5 * 3, dtype=np.uint8).reshape(5, 5, 3)
+    views = dihedral_views(img)
+    assert len(views) == 8 and len({v.tobytes() for v in views}) == 8
+    assert all(v.shape == img.shape and sorted(v.ravel()) == sorted(img.ravel()) for v in views)
+    assert any(np.array_equal(v, img) for v in views)
+
+
+def test_eight_view_prediction_is_the_view_average_and_rotation_invariant(tiny_weights_env):
+    from core.inference import dihedral_views, load_predictor
+
+    one = load_predictor("mobilenetv2-baseline")
+    eight = load_predictor("mobilenetv2-baseline", views=8)
+    img = read_image(sorted((SAMPLES / "Original" / "Pro").glob("*.jpg"))[0])
+    expected = one.predict_proba(dihedral_views(img)).mean(axis=0)
+    np.testing.assert_allclose(eight.predict_proba([img])[0], expected, atol=1e-6)
+    # The same 8 views in another order: a rotated smear gets the same diagnosis.
+    np.testing.assert_allclose(eight.predict_proba([np.rot90(img).copy()])[0], expected, atol=1e-3)
+    with pytest.raises(ValueError, match="views"):
+        load_predictor("mobilenetv2-baseline", views=3).predict_proba([img])
