@@ -135,6 +135,13 @@ def weights_text(result: dict[str, Any]) -> str:
     return "" if w is None else str(w)
 
 
+def result_label(r: dict[str, Any]) -> str:
+    """'mdx (8 views) — test split, 876 images': tells apart evaluations of one model."""
+    views = int(r.get("views") or 1)
+    return (f"{r['model']}{f' ({views} views)' if views > 1 else ''} — {r.get('split', 'test')} split, "
+            f"{r.get('n_images', '?')} images")
+
+
 def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per evaluation file: accuracy with split, image count and weights, calibration,
     robustness, device and the command that produced it."""
@@ -183,12 +190,12 @@ def our_per_class_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             m = per.get(c) or {}
             rows.append({
                 "model": name, "family": family_of(name), "mode": mode_of(name), "split": r.get("split", "test"),
-                "class": c, "class_name": DISPLAY_NAMES[c],
+                "views": int(r.get("views") or 1), "class": c, "class_name": DISPLAY_NAMES[c],
                 "precision": _pct(m.get("precision")), "recall": _pct(m.get("recall")),
                 "f1": _pct(m.get("f1")), "specificity": _pct(m.get("specificity")),
                 "support": int(m["support"]) if m.get("support") is not None else pd.NA,
             })
-    df = pd.DataFrame(rows, columns=["model", "family", "mode", "split", "class", "class_name", "precision",
+    df = pd.DataFrame(rows, columns=["model", "family", "mode", "split", "views", "class", "class_name", "precision",
                                      "recall", "f1", "specificity", "support"])
     df["support"] = df["support"].astype("Int64")
     return df

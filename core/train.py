@@ -106,7 +106,8 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._e0 = time.perf_counter()
         frac = min((self._e0 - self.t0) / self.seconds, 1.0)
-        self.model.optimizer.learning_rate = self.lr * (self.alpha + (1 - self.alpha) * 0.5 * (1 + np.cos(np.pi * frac)))
+        cosine = 0.5 * (1 + np.cos(np.pi * frac))
+        self.model.optimizer.learning_rate = self.lr * (self.alpha + (1 - self.alpha) * cosine)
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()

@@ -137,8 +137,7 @@ with guarded("building the benchmark tables"):
                and (not modes or bd.mode_of(r["model"]) in modes)]
         if not sel:
             st.info(f"No confusion matrices of ours for this selection ({bd.NOT_REPRODUCED}).")
-        matrix_grid([(f"{r['model']} — {r.get('split', 'test')} split ({r.get('n_images', '?')} images)",
-                      bd.confusion_matrix_of(r)) for r in sel], normalise, "bm_om")
+        matrix_grid([(bd.result_label(r), bd.confusion_matrix_of(r)) for r in sel], normalise, "bm_om")
 
     with tabs[3], guarded("showing calibration"):
         sel = [r for r in results if (not fams or bd.family_of(r["model"]) in fams)
@@ -148,8 +147,7 @@ with guarded("building the benchmark tables"):
                     "`python -m core.evaluate … --calibrate --robustness`.")
         for i, r in enumerate(sel):
             calib = r.get("calibration") or {}
-            st.markdown(f"**{r['model']}** — {r.get('split', 'test')} split, {r.get('n_images', '?')} images, "
-                        f"weights `{bd.weights_text(r)}`")
+            st.markdown(f"**{bd.result_label(r)}**, weights `{bd.weights_text(r)}`")
             c = st.columns([3, 2])
             c[0].plotly_chart(reliability_diagram(bd.reliability_frame(r), "Reliability diagram"),
                               key=f"bm_rel_{i}", config={"displayModeBar": False})
