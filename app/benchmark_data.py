@@ -135,9 +135,14 @@ def weights_text(result: dict[str, Any]) -> str:
     return "" if w is None else str(w)
 
 
+def views_of(r: dict[str, Any]) -> int:
+    """Views averaged per image in an evaluation (1 in files written before `--views` existed)."""
+    return int(r.get("views") or 1)
+
+
 def result_label(r: dict[str, Any]) -> str:
     """'mdx (8 views) — test split, 876 images': tells apart evaluations of one model."""
-    views = int(r.get("views") or 1)
+    views = views_of(r)
     return (f"{r['model']}{f' ({views} views)' if views > 1 else ''} — {r.get('split', 'test')} split, "
             f"{r.get('n_images', '?')} images")
 
@@ -158,7 +163,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "mode": mode_of(name),
             "split": r.get("split", "test"),
             "n_images": int(r.get("n_images") or int(np.asarray(r["confusion_matrix"]).sum())),
-            "views": int(r.get("views") or 1),
+            "views": views_of(r),
             "accuracy": _pct(r.get("accuracy")),
             "macro_f1": _pct(macro.get("f1")),
             "ece_before": _num(calib.get("ece_before")),
@@ -190,7 +195,7 @@ def our_per_class_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             m = per.get(c) or {}
             rows.append({
                 "model": name, "family": family_of(name), "mode": mode_of(name), "split": r.get("split", "test"),
-                "views": int(r.get("views") or 1), "class": c, "class_name": DISPLAY_NAMES[c],
+                "views": views_of(r), "class": c, "class_name": DISPLAY_NAMES[c],
                 "precision": _pct(m.get("precision")), "recall": _pct(m.get("recall")),
                 "f1": _pct(m.get("f1")), "specificity": _pct(m.get("specificity")),
                 "support": int(m["support"]) if m.get("support") is not None else pd.NA,

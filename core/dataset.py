@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = PROJECT_ROOT / "benchmarks" / "split_manifest.json"
 MANIFEST_VERSION = 1
+PARTS = ("train", "val", "test")
 
 
 class DatasetError(ValueError):
@@ -164,7 +165,7 @@ def build_manifest(index: DatasetIndex, part_of_hash: dict[str, str], **meta) ->
     ]
     counts = {
         p: {c: sum(1 for it in items if it["part"] == p and it["class"] == c) for c in CLASS_FOLDERS}
-        for p in ("train", "val", "test")
+        for p in PARTS
     }
     return {"version": MANIFEST_VERSION, **meta, "counts": counts, "items": items}
 
@@ -199,6 +200,8 @@ def manifest_part(
     Raises `DatasetError` when manifest files are missing under `root`: a manifest
     belongs to one dataset copy; make a new one for another download.
     """
+    if part not in PARTS:
+        raise DatasetError(f"Unknown part {part!r}: use one of {', '.join(PARTS)}.")
     root = Path(root)
     items = [it for it in manifest["items"] if it["part"] == part]
     missing = [it["file"] for it in items if not (root / it["file"]).is_file()]
@@ -224,18 +227,15 @@ def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, 
     """
     if Path(out).resolve() == Path(root).resolve():
         raise DatasetError("--out must differ from the dataset folder.")
-    unknown = set(parts) - {"train", "val", "test"}
-    if unknown:
-        raise DatasetError(f"Unknown part(s) {sorted(unknown)}: use train, val, test.")
-    n = size = 0
-    for part in parts:
-        paths, _ = manifest_part(manifest, root, part, check_hashes=True)
-        for src in paths:
-            dst = Path(out) / src.relative_to(root)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-            n, size = n + 1, size + dst.stat().st_size
-    return n, size
+    # Every part is checked before anything is copied: a bad part name or file leaves no half copy.
+    paths = [p for part in parts for p in manifest_part(manifest, root, part, check_hashes=True)[0]]
+    size = 0
+    for src in paths:
+        dst = Path(out) / src.relative_to(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        size += dst.stat().st_size
+    return len(paths), size
 
 
 def folder_images(root: str | os.PathLike, subset: str = "Original") -> tuple[list[Path], np.ndarray]:

@@ -42,9 +42,9 @@ def read_images(paths: list[Path]) -> tuple[list[np.ndarray], np.ndarray, list[d
     return images, ok, errors
 
 
-def predictor_from_run(run_dir: Path) -> Predictor:
+def predictor_from_run(run_dir: Path, views: int = 1) -> Predictor:
     run = json.loads((run_dir / "run.json").read_text())
-    return load_predictor(run["model"], weights_path=run_dir / f"{run['model']}.weights.h5")
+    return load_predictor(run["model"], weights_path=run_dir / f"{run['model']}.weights.h5", views=views)
 
 
 def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     keras.utils.set_random_seed(0)
     try:
         root = resolve_data_dir(args.data)
-        predictor = predictor_from_run(Path(args.run)) if args.run else load_predictor(args.model)
-        predictor.views = args.views
+        predictor = (predictor_from_run(Path(args.run), args.views) if args.run
+                     else load_predictor(args.model, views=args.views))
         manifest = None
         if args.split in ("test", "val"):
             manifest = load_manifest(args.manifest)

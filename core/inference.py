@@ -77,7 +77,7 @@ class Predictor:
             raise ValueError(f"views must be one of {VIEWS}")
         # Image-major, so the chunks of one call stay small; then average each image's 8 views.
         expanded = [v for im in images for v in dihedral_views(im)]
-        return {m.name: m.predict_proba(expanded).reshape(len(images), 8, N_CLASSES).mean(axis=1)
+        return {m.name: m.predict_proba(expanded).reshape(len(images), self.views, N_CLASSES).mean(axis=1)
                 for m in self.members}
 
     def combine(self, member_probs: dict[str, np.ndarray], temperature: float | None = None) -> np.ndarray:

@@ -765,7 +765,7 @@ def evaluate(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from core.dataset import DatasetError, resolve_data_dir
+    from core.dataset import PARTS, DatasetError, resolve_data_dir
 
     parser = argparse.ArgumentParser(prog="python -m core.smear_check",
                                      description="Is this a stained blood smear? Fit or evaluate the check; "
@@ -774,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="false rejection on the manifest's test part, rejection of negatives")
     ev.add_argument("--data", help="dataset root (default: $LEUKOSCOPE_DATA)")
     ev.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
-    ev.add_argument("--part", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--part", default="test", choices=PARTS)
     ev.add_argument("--limit", type=int, help="a seeded random subsample of N images of the part")
     ev.add_argument("--seed", type=int, default=0, help="seed for --limit")
     fit = sub.add_parser("fit", help=f"fit the rule bounds on the {'/'.join(FIT_PARTS)} parts and negatives")

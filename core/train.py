@@ -98,7 +98,6 @@ class TimeBudget(keras.callbacks.Callback):
     def __init__(self, seconds: float, lr: float, alpha: float = 0.01):
         super().__init__()
         self.seconds, self.lr, self.alpha = seconds, lr, alpha
-        self.last_epoch = 0.0
 
     def on_train_begin(self, logs=None):
         self.t0 = time.perf_counter()
@@ -111,10 +110,9 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        self.last_epoch = now - self._e0
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        if now - self.t0 + self.last_epoch > self.seconds:
+        if now - self.t0 + (now - self._e0) > self.seconds:  # the next epoch, as long as this one, would overrun
             self.model.stop_training = True
 
 
