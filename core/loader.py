@@ -33,7 +33,8 @@ class ImageBatches(keras.utils.PyDataset):
     """Batches (x float32 in [0, 1] of shape (B, S, S, 3), y one-hot (B, 4)) from uint8 images.
 
     Augmentation is re-drawn every epoch; with `shuffle` the order is too. Seeded, so a
-    run is reproducible given the same seed and the same number of epochs.
+    run is reproducible given the same seed and the same number of epochs. `drop_remainder`
+    leaves out the last, smaller batch (all batches then have one shape).
     """
 
     def __init__(
@@ -44,10 +45,14 @@ class ImageBatches(keras.utils.PyDataset):
         augment_cfg: AugmentConfig = NONE,
         shuffle: bool = False,
         seed: int = 0,
+        drop_remainder: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.images, self.labels = images, labels
+        # Under JAX every new batch shape is another compilation of the whole train step (minutes for
+        # DenseNet on a GPU); with shuffling, the images left out differ every epoch.
+        self.drop_remainder = drop_remainder and len(images) >= batch_size
         self.batch_size, self.cfg, self.shuffle, self.seed = batch_size, augment_cfg, shuffle, seed
         self.epoch = 0
         self.order = np.arange(len(images))
@@ -58,6 +63,8 @@ class ImageBatches(keras.utils.PyDataset):
             self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.images) // self.batch_size
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, idx: int):

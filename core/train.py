@@ -176,7 +176,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
     )
     loader_kw = dict(workers=args.workers, use_multiprocessing=False) if args.workers > 1 else {}
     train_seq = ImageBatches(x_train, y_train, args.batch_size, PRESETS[args.augment], shuffle=True, seed=args.seed,
-                             **loader_kw)
+                             drop_remainder=True, **loader_kw)
     val_seq = ImageBatches(x_val, y_val, args.batch_size, **loader_kw)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "checkpoint"), delete_checkpoint=False),

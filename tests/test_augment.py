@@ -54,3 +54,17 @@ def test_load_images_lists_bad_files(tmp_path):
     images, ok, errors = load_images([good, bad], 32)
     assert ok.tolist() == [True, False] and len(images) == 1
     assert errors[0][0] == str(bad) and "not an image" in errors[0][1].lower()
+
+
+def test_drop_remainder_gives_one_batch_shape_and_new_images_each_epoch():
+    paths = sorted((SAMPLES / "Original" / "Benign").iterdir())
+    images, _, _ = load_images(paths, 32)
+    seq = ImageBatches(images, np.zeros(5, int), batch_size=2, shuffle=True, seed=0, drop_remainder=True)
+    assert len(seq) == 2 and {seq[i][0].shape for i in range(2)} == {(2, 32, 32, 3)}
+    seen = set()
+    for _ in range(6):  # the left-out image changes with the shuffle, so none is never trained on
+        seen |= {int(i) for i in seq.order[: len(seq) * 2]}
+        seq.on_epoch_end()
+    assert seen == set(range(5))
+    # Fewer images than one batch: keep them rather than train on nothing.
+    assert len(ImageBatches(images[:1], np.zeros(1, int), batch_size=2, drop_remainder=True)) == 1

@@ -1,61 +1,61 @@
 #!/usr/bin/env bash
-# Train candidate MDX members (DenseNet121 and MobileNetV2 from scratch) side by side on one
-# GPU within a fixed wall-clock budget, then pack what a lent machine may send back.
+# Train candidate ensemble members from scratch side by side on one GPU within a fixed
+# wall-clock budget, then pack what a lent machine may send back.
 #
-#   bash benchmarks/recipes/gpu_members.sh DATA OUT [BUDGET_SECONDS] [extra core.train args...]
+#   [MEMBERS="family:size:seed ..."] bash benchmarks/recipes/gpu_members.sh DATA OUT [BUDGET_SECONDS] [extra core.train args...]
 #
 # DATA: the manifest's train+val files, e.g. `python -m core.dataset copy --out .data/leukemia-all`
 # (the test part never leaves this machine's disk: it is evaluated where the weights are used).
-# OUT gets records.tar.gz (run.json, history.csv, meta and logs of every run), both MobileNetV2
-# weights and the DenseNet121 weights with the best validation loss, split into <16 MB parts
-# (a lent machine returns at most 8 files of 16 MiB). Each run's lr follows a cosine over the
-# budget (core.train --time-budget), and the weights kept are those of its best validation loss.
+# MEMBERS defaults to the four runs of the first GPU session (DenseNet121 and MobileNetV2 at 224
+# and 160 px, seed 0); at most 7, since a lent machine returns at most 8 files of 16 MiB.
+# OUT gets records.tar.gz (run.json, history.csv, meta and logs of every run) and a float16 copy of
+# every run's weights (python -m core.weights float16; the weights of its best validation loss).
+# Each run's lr follows a cosine over the budget (core.train --time-budget).
 set -u
 DATA=${1:?dataset folder}; OUT=${2:?output folder}; BUDGET=${3:-380}; shift 3 || shift $#
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 KERAS_BACKEND=${KERAS_BACKEND:-jax}
+MEMBERS=${MEMBERS:-densenet121:224:0 densenet121:160:0 mobilenetv2:224:0 mobilenetv2:160:0}
+n_runs=$(wc -w <<< "$MEMBERS")
+# Each process reserves its share of GPU memory up front (JAX would otherwise take 75% for the first).
+XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $n_runs, 3))")
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION KERAS_BACKEND=${KERAS_BACKEND:-jax}
 RUNS=runs/gpu; mkdir -p "$RUNS" "$OUT"
-if ! python3 -c "import keras, numpy as np; m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]); m.compile('adam', 'mse'); m.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)"; then
-  echo "keras cannot train under $KERAS_BACKEND here; using torch"; export KERAS_BACKEND=torch
+can_train() { python3 -c "import keras, numpy as np; m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)]); m.compile('adam', 'mse'); m.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), verbose=0)"; }
+# Conv autotuning is a large part of XLA compile time, and the first epoch (mostly compiling)
+# took 3 of the 6.7 minutes of the first GPU runs; without it cuDNN heuristics pick the algorithms.
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
+if ! can_train; then
+  echo "XLA_FLAGS=$XLA_FLAGS refused; without them"; unset XLA_FLAGS
+  if ! can_train; then echo "keras cannot train under $KERAS_BACKEND here; using torch"; export KERAS_BACKEND=torch; fi
 fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "import keras, sys; print(sys.version, 'keras', keras.__version__, keras.backend.backend())"; } > "$RUNS/host.txt" 2>&1
-for run in densenet121:224 densenet121:160 mobilenetv2:224 mobilenetv2:160; do
-  fam=${run%:*}; size=${run#*:}
-  timeout $((${BUDGET%.*} + 150)) python3 -m core.train --data "$DATA" --model "$fam" --image-size "$size" \
-    --out "$RUNS/$fam-$size" --batch-size 32 --lr 1e-3 --lr-schedule cosine --time-budget "$BUDGET" \
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; echo "XLA_FLAGS=${XLA_FLAGS:-}"
+  python3 -c "import keras, sys; print(sys.version, 'keras', keras.__version__, keras.backend.backend())"; } > "$RUNS/host.txt" 2>&1
+for run in $MEMBERS; do
+  IFS=: read -r fam size seed <<< "$run"
+  # Stops well before a 10-minute call would: the budget counts from the first epoch, and loading,
+  # saving and packing come on top.
+  timeout $((${BUDGET%.*} + 75)) python3 -m core.train --data "$DATA" --model "$fam" --image-size "$size" \
+    --seed "$seed" --out "$RUNS/$fam-$size-s$seed" --batch-size 32 --lr 1e-3 --lr-schedule cosine --time-budget "$BUDGET" \
     --epochs 1000 --patience 1000 --augment stain-robust --class-weight balanced --workers 4 --verbose 2 \
-    --overwrite "$@" > "$RUNS/$fam-$size.log" 2>&1 &
+    --overwrite "$@" > "$RUNS/$fam-$size-s$seed.log" 2>&1 &
 done
 wait
 tail -n 3 "$RUNS"/*.log
 python3 - "$RUNS" "$OUT" <<'PY'
-import csv, shutil, subprocess, sys
+import csv, subprocess, sys
 from pathlib import Path
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 
-def best_row(run: Path) -> dict | None:
-    """The epoch whose weights were kept (lowest val_loss), with its validation figures."""
-    hist = run / "history.csv"
-    if not (run / "run.json").exists() or not hist.exists():
-        return None
-    rows = list(csv.DictReader(hist.open()))
-    return min(rows, key=lambda r: float(r["val_loss"])) if rows else None
-
-dense = []
 for run in sorted(p for p in runs.iterdir() if p.is_dir()):
-    row = best_row(run)
-    print(run.name, "unfinished" if row is None else f"best epoch {int(row['epoch']) + 1}: "
-          f"val_accuracy {float(row['val_accuracy']):.4f}, val_loss {float(row['val_loss']):.4f}")
-    if row is None:
+    hist, weights = run / "history.csv", next(run.glob("*-baseline.weights.h5"), None)
+    rows = list(csv.DictReader(hist.open())) if hist.exists() else []
+    if not (run / "run.json").exists() or weights is None or not rows:
+        print(run.name, "unfinished")
         continue
-    weights = next(run.glob("*-baseline.weights.h5"))
-    if run.name.startswith("mobilenetv2"):
-        shutil.copy(weights, out / f"{run.name}.weights.h5")
-    else:
-        dense.append((-float(row["val_accuracy"]), float(row["val_loss"]), run, weights))
-if dense:
-    *_, run, weights = min(dense)
-    print("DenseNet121 sent back:", run.name)
-    subprocess.run(["split", "-b", "15M", "-d", str(weights), str(out / f"{run.name}.weights.h5.part")], check=True)
+    best = min(rows, key=lambda r: float(r["val_loss"]))  # the epoch whose weights were kept
+    print(f"{run.name}: {len(rows)} epochs, best {int(best['epoch']) + 1}: val_accuracy "
+          f"{float(best['val_accuracy']):.4f}, val_loss {float(best['val_loss']):.4f}")
+    subprocess.run([sys.executable, "-m", "core.weights", "float16", str(weights), str(out / f"{run.name}.weights.h5")],
+                   check=True)
 PY
 tar czf "$OUT/records.tar.gz" --exclude='checkpoint' --exclude='*.h5' "$RUNS"
 ls -la "$OUT"
