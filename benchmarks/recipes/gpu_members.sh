@@ -20,17 +20,15 @@ XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $n_runs, 3))")
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION KERAS_BACKEND=${KERAS_BACKEND:-jax}
 RUNS=runs/gpu; mkdir -p "$RUNS" "$OUT"
 can_train() { python3 -c "import keras, numpy as np; m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)]); m.compile('adam', 'mse'); m.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), verbose=0)"; }
-# Conv autotuning is a large part of XLA compile time, and the first epoch (mostly compiling)
-# took 3 of the 6.7 minutes of the first GPU runs; without it cuDNN heuristics pick the algorithms.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
-if ! can_train; then
-  echo "XLA_FLAGS=$XLA_FLAGS refused; without them"; unset XLA_FLAGS
-  if ! can_train; then echo "keras cannot train under $KERAS_BACKEND here; using torch"; export KERAS_BACKEND=torch; fi
-fi
+# Leave XLA's conv autotuning on: with --xla_gpu_autotune_level=0 an H100 ran MobileNetV2 epochs at
+# 26 s instead of 3.1 s and spent 6 minutes on DenseNet121's first epoch (benchmarks/results/runs/h100-seeds).
+if ! can_train; then echo "keras cannot train under $KERAS_BACKEND here; using torch"; export KERAS_BACKEND=torch; fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; echo "XLA_FLAGS=${XLA_FLAGS:-}"
   python3 -c "import keras, sys; print(sys.version, 'keras', keras.__version__, keras.backend.backend())"; } > "$RUNS/host.txt" 2>&1
+dirs=()
 for run in $MEMBERS; do
   IFS=: read -r fam size seed <<< "$run"
+  dirs+=("$RUNS/$fam-$size-s$seed")
   # Stops well before a 10-minute call would: the budget counts from the first epoch, and loading,
   # saving and packing come on top.
   timeout $((${BUDGET%.*} + 75)) python3 -m core.train --data "$DATA" --model "$fam" --image-size "$size" \
@@ -39,13 +37,14 @@ for run in $MEMBERS; do
     --overwrite "$@" > "$RUNS/$fam-$size-s$seed.log" 2>&1 &
 done
 wait
-tail -n 3 "$RUNS"/*.log
-python3 - "$RUNS" "$OUT" <<'PY'
+tail -n 3 "${dirs[@]/%/.log}"
+# Only this call's runs: a machine kept warm between calls still has the earlier ones.
+python3 - "$OUT" "${dirs[@]}" <<'PY'
 import csv, subprocess, sys
 from pathlib import Path
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+out, runs = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 
-for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+for run in runs:
     hist, weights = run / "history.csv", next(run.glob("*-baseline.weights.h5"), None)
     rows = list(csv.DictReader(hist.open())) if hist.exists() else []
     if not (run / "run.json").exists() or weights is None or not rows:
@@ -57,5 +56,5 @@ for run in sorted(p for p in runs.iterdir() if p.is_dir()):
     subprocess.run([sys.executable, "-m", "core.weights", "float16", str(weights), str(out / f"{run.name}.weights.h5")],
                    check=True)
 PY
-tar czf "$OUT/records.tar.gz" --exclude='checkpoint' --exclude='*.h5' "$RUNS"
+tar czf "$OUT/records.tar.gz" --exclude='checkpoint' --exclude='*.h5' "$RUNS/host.txt" "${dirs[@]}" "${dirs[@]/%/.log}"
 ls -la "$OUT"
