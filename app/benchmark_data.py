@@ -412,5 +412,26 @@ def speed_table(directory: str | Path | None = None) -> pd.DataFrame | None:
     return df[first + [c for c in df.columns if c not in first]]
 
 
+def default_choice(directory: str | Path | None = None) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """``val/selection.json`` from ``python -m core.select`` as (record, one row per scored ensemble,
+    the chosen one marked), or None when there is none or it cannot be read."""
+    p = (Path(directory) if directory is not None else results_dir()) / "val" / "selection.json"
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+        rows = [{
+            "chosen": "✔" if r == rec["chosen"] else "",
+            "members": " + ".join(r["members"]),
+            "val errors": r["n_errors"],
+            "val accuracy %": _pct(r["accuracy"]),
+            "grayscale accuracy %": _pct(r["grayscale_accuracy"]),
+            "log loss": round(float(r["log_loss"]), 4),
+            "Benign recall %": _pct(r["benign_recall"]),
+            "weights MiB": r["size_mib"],
+        } for r in rec["ensembles"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rec, pd.DataFrame(rows)
+
+
 def to_csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")

@@ -68,7 +68,7 @@ with guarded("building the benchmark tables"):
         st.warning(f"Skipped an evaluation file: {line}")
 
     tabs = st.tabs(["Accuracy", "Per class", "Confusion matrices", "Calibration & robustness", "Training runs",
-                    "Speed", "Paper notes"])
+                    "Speed", "Default choice", "Paper notes"])
 
     with tabs[0], guarded("showing the accuracy tables"):
         st.subheader("Paper vs ours")
@@ -207,6 +207,19 @@ with guarded("building the benchmark tables"):
             st.dataframe(speed, hide_index=True, width="stretch")
             download(speed, "speed", "bm_dl_speed")
 
-    with tabs[6]:
+    with tabs[6], guarded("showing how the default was chosen"):
+        choice = bd.default_choice()
+        if choice is None:
+            st.info("No record of the default's choice: run `python -m core.select` (see README).")
+        else:
+            rec, table = choice
+            st.markdown(f"**Rule** (validation part only, {rec['n_images']} images; the test part is never "
+                        f"read): {rec['rule']}.")
+            st.caption(f"Every soft-voting ensemble of the candidates within {rec['budget_mib']:g} MiB of weights. "
+                       f"`{rec['command']}` · {rec['device']} · {rec['evaluated']}")
+            st.dataframe(table, hide_index=True, width="stretch")
+            download(table, "default_choice", "bm_dl_choice")
+
+    with tabs[7]:
         st.caption("Inconsistencies found while transcribing the paper:")
         st.markdown("\n".join(f"- {n}" for n in paper.notes()))

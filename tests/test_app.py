@@ -56,10 +56,15 @@ def fake_evaluation(model: str = "mobilenetv2-baseline", n: int = 40, seed: int 
 
 
 @pytest.fixture(scope="session")
-def results_folder(tmp_path_factory, tiny_run) -> Path:
-    """benchmarks/results look-alike: one test evaluation, one training run, one speed file,
-    and one broken file the page must skip with a warning."""
+def results_folder(tmp_path_factory, tiny_run, samples_manifest) -> Path:
+    """benchmarks/results look-alike: one test evaluation, one training run, one speed file, the
+    default's choice (core.select over the tiny run), and one broken file the page must skip with a warning."""
+    from core.select import main as select_main
+
     d = tmp_path_factory.mktemp("results")
+    weights = tiny_run / "mobilenetv2-baseline.weights.h5"
+    assert select_main(["--data", str(ROOT / "samples"), "--manifest", str(samples_manifest), "--member", f"tiny={weights}",
+                        "--out", str(d / "val" / "selection.json")]) == 0
     (d / "mobilenetv2-baseline.test.json").write_text(json.dumps(fake_evaluation()))
     (d / "broken.test.json").write_text("{not json")
     run = d / "runs" / "mobilenetv2-baseline"
@@ -278,6 +283,9 @@ def test_benchmark_page(app_env, media):
     assert ours["status"].startswith("ours, protocol differs") and ours["our_n_images"] == 40
     assert "ImageNet" in comparison.set_index("model").loc["vgg19-tl", "how_to_reproduce"]
     assert "No speed measurements" not in page  # bench_cpu.json is shown
+    assert "Rule** (validation part only" in page  # how the default was chosen
+    choice = next(df.value for df in at.dataframe if "chosen" in df.value)
+    assert list(choice["chosen"]) == ["✔"] and list(choice["members"]) == ["tiny"]
     assert len(at.download_button) >= 4
     csv_text = download_bytes(media, at.download_button[0]).decode()
     assert csv_text.splitlines()[0].startswith("paper_label,model")
@@ -383,6 +391,10 @@ def test_benchmark_data_runs_and_speed(tmp_path, tiny_run):
     speed = bd.speed_table(tmp_path)
     assert list(speed["model"]) == ["a", "b"] and set(speed["file"]) == {"bench_x.json"}
     assert bd.to_csv(pd.DataFrame({"a": [1]})) == b"a\n1\n"
+    assert bd.default_choice(tmp_path) is None
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "selection.json").write_text(json.dumps({"chosen": {}, "ensembles": [{"members": 3}]}))
+    assert bd.default_choice(tmp_path) is None  # unreadable: the page says so instead of failing
 
 
 # --------------------------------------------------------------------------------------------
