@@ -42,6 +42,14 @@ def read_images(paths: list[Path]) -> tuple[list[np.ndarray], np.ndarray, list[d
     return images, ok, errors
 
 
+def stack_images(images: list[np.ndarray], side: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 of RGB images: as they are when all share one shape (so they equal the
+    plain path exactly), else each resized to `side` x `side`."""
+    if len({im.shape for im in images}) == 1:
+        return np.stack(images)
+    return np.stack([resize_square(im, side) for im in images])
+
+
 def predictor_from_run(run_dir: Path, views: int = 1) -> Predictor:
     run = json.loads((run_dir / "run.json").read_text())
     return load_predictor(run["model"], weights_path=run_dir / f"{run['model']}.weights.h5", views=views)
@@ -86,9 +94,7 @@ def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
         result["members"] = {n: classification_metrics(labels, p)["accuracy"] for n, p in members.items()}
     if robustness:
         # Same-size images equal the plain path exactly; mixed sizes meet at the largest model input.
-        side = max(m.image_size for m in predictor.members)
-        same = len({im.shape for im in images}) == 1
-        arr = np.stack(images) if same else np.stack([resize_square(im, side) for im in images])
+        arr = stack_images(images, max(m.image_size for m in predictor.members))
         result["robustness"] = {
             "grayscale_accuracy": float((predictor.predict_proba(list(to_grayscale(arr))).argmax(1)
                                          == labels).mean()),

@@ -28,7 +28,6 @@ import numpy as np
 
 from core.augment import to_grayscale
 from core.dataset import DATA_ENV, DatasetError, file_sha256, load_manifest, manifest_hash, manifest_part, resolve_data_dir
-from core.imageio import resize_square
 from core.labels import CLASS_FOLDERS
 from core.metrics import classification_metrics
 
@@ -73,8 +72,8 @@ def choose(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.evaluate import read_images
-    from core.inference import load_single, read_meta
+    from core.evaluate import read_images, stack_images
+    from core.inference import _meta_path, load_single, read_meta
     from core.train import device_name, git_commit
 
     p = argparse.ArgumentParser(prog="python -m core.select", description=__doc__.split("\n\n")[0])
@@ -98,12 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images, ok, errors = read_images(paths)
     labels = labels[ok]
-    side = max(im.shape[0] for im in images)
-    gray_images = list(to_grayscale(np.stack([resize_square(im, side) for im in images])))
+    gray_images = list(to_grayscale(stack_images(images, max(im.shape[0] for im in images))))
     plain, gray, info = {}, {}, {}
     for label, path in members.items():
         path = Path(path)
-        meta = read_meta(path.with_name(path.name.replace(".weights.h5", ".meta.json")))
+        meta = read_meta(_meta_path(path))
         model = load_single(meta.get("model", ""), path)
         plain[label], gray[label] = model.predict_proba(images), model.predict_proba(gray_images)
         info[label] = dict(model=model.name, image_size=model.image_size, weights=str(path),
