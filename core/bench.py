@@ -155,6 +155,7 @@ def bench_pipeline(batch_size: int = 17, n_batches: int = 30, image_size: int = 
     from core.augment import PAPER, STAIN_ROBUST
     from core.imageio import read_image, resize_square
     from core.loader import ImageBatches
+    from core.labels import N_CLASSES
     from models.registry import build
 
     files = sorted(SAMPLES.rglob("*.jpg"))
@@ -170,7 +171,7 @@ def bench_pipeline(batch_size: int = 17, n_batches: int = 30, image_size: int = 
         for i in range(n_batches):
             seq[i]
         out[f"augmented_batches_images_per_s_{name}"] = batch_size * n_batches / (time.perf_counter() - t0)
-    model = build("mobilenetv2-baseline", input_size=image_size)
+    model = build("mobilenetv2-baseline", N_CLASSES, input_size=image_size)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
     seq = ImageBatches(images, labels, batch_size)
     batches = [seq[i] for i in range(min(n_batches, 10))]

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from core.labels import CLASS_FOLDERS
+from models.convert import file_sha256
 
 DATA_ENV = "LEUKOSCOPE_DATA"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
@@ -58,14 +59,6 @@ def resolve_data_dir(arg: str | os.PathLike | None) -> Path:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     return root
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def scan_dataset(root: str | os.PathLike, subset: str = "Original") -> DatasetIndex:

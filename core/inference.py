@@ -153,7 +153,7 @@ def load_single(name: str, weights_path: Path | None = None) -> SingleModel:
         raise ModelUnavailable(f"No weights for {name} on this machine. {how_to_get(name)}")
     meta = read_meta(_meta_path(path))
     size = int(meta.get("image_size", get_spec(name).input_size))
-    model = build(name, imagenet_weights=False, input_size=size)
+    model = build(name, N_CLASSES, imagenet_weights=False, input_size=size)
     model.load_weights(str(path))
     return SingleModel(name, model, size, path)
 

