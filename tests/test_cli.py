@@ -149,3 +149,39 @@ def test_predict_cli_gives_one_record_per_file(tiny_weights_env, tmp_path, capsy
 def test_predict_unknown_model_is_a_plain_error(capsys):
     assert predict_main(["--model", "alexnet", "x.jpg"]) == 2
     assert "Unknown model" in capsys.readouterr().err
+
+
+def test_two_stage_recipe_warms_up_the_head_then_fine_tunes_and_records_it(tmp_path, samples_manifest,
+                                                                            lite0_cache, monkeypatch):
+    from core.labels import N_CLASSES
+    from models.convert import converted_path, imagenet_model
+    from models.families import get_family
+    from models.registry import build
+
+    monkeypatch.setenv("KERAS_HOME", str(lite0_cache))
+    run = tmp_path / "lite"
+    args = ["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "efficientnet_lite0",
+            "--mode", "tl", "--recipe", "tl-two-stage", "--out", str(run), "--epochs", "1", "--image-size", "64",
+            "--batch-size", "4", "--verbose", "0"]
+    assert train_main(args) == 0
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]  # 3 warm-up epochs, then 1 of fine-tuning
+    record = json.loads((run / "run.json").read_text())
+    assert record["hyperparameters"]["recipe"]["name"] == "tl-two-stage"
+    assert record["hyperparameters"]["augment"] == "stain-robust" and record["hyperparameters"]["batch_size"] == 4
+    assert record["deviations_from_paper"]["recipe"] == "tl-two-stage"
+    assert record["command"] == "python -m core.train " + " ".join(args)  # the argv given, not pytest's
+    # The kept weights left the ImageNet backbone (fine-tuned) and load into a plain build.
+    model = build("efficientnet_lite0-tl", N_CLASSES, imagenet_weights=False, input_size=64)
+    model.load_weights(str(run / "efficientnet_lite0-tl.weights.h5"))
+    source = imagenet_model(get_family("efficientnet_lite0"))
+    source.load_weights(str(converted_path(get_family("efficientnet_lite0"))))
+    assert not np.allclose(model.get_layer("top_conv").get_weights()[0], source.get_layer("top_conv").get_weights()[0])
+    # BatchNorm stayed in inference mode: its ImageNet statistics are untouched.
+    np.testing.assert_array_equal(model.get_layer("top_bn").get_weights()[2], source.get_layer("top_bn").get_weights()[2])
+
+
+def test_two_stage_recipe_needs_an_imagenet_backbone(tmp_path, samples_manifest, capsys):
+    rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
+                     "--recipe", "tl-two-stage", "--out", str(tmp_path / "x"), "--verbose", "0"])
+    assert rc == 2 and "--mode tl" in capsys.readouterr().err
