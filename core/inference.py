@@ -16,6 +16,7 @@ import numpy as np
 
 from core.imageio import to_model_input
 from core.labels import N_CLASSES
+from core.scope import ScopeModel, scope_path
 from models.registry import find_weights, get_spec, how_to_get, weights_dirs
 
 DEFAULT_THRESHOLD = 0.7
@@ -38,7 +39,29 @@ class SingleModel:
     model: object  # keras.Model
     image_size: int
     weights_path: Path
+    scope: "ScopeModel | None" = None  # in-scope score fitted on the training images (core.scope)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _dual: object = field(default=None, repr=False)
+
+    def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) probabilities and (N, D) penultimate features (the head's pooled features), one pass."""
+        import keras
+
+        from models.architectures import HEAD_POOL
+
+        probs, feats = [], []
+        for i in range(0, len(images), BATCH):
+            x = to_model_input(images[i : i + BATCH], self.image_size)
+            with self.lock:
+                if self._dual is None:
+                    self._dual = keras.Model(self.model.input, [self.model.output,
+                                                                self.model.get_layer(HEAD_POOL).output])
+                p, f = self._dual.predict_on_batch(x)
+            probs.append(np.asarray(p, dtype=np.float64))
+            feats.append(np.asarray(f, dtype=np.float64))
+        if not probs:
+            return np.zeros((0, N_CLASSES)), np.zeros((0, 0))
+        return np.concatenate(probs), np.concatenate(feats)
 
     def predict_proba(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, 4) probabilities for N RGB uint8 images of any size."""
@@ -79,6 +102,26 @@ class Predictor:
         expanded = [v for im in images for v in dihedral_views(im)]
         return {m.name: m.predict_proba(expanded).reshape(len(images), self.views, N_CLASSES).mean(axis=1)
                 for m in self.members}
+
+    @property
+    def has_scope(self) -> bool:
+        return all(m.scope is not None for m in self.members)
+
+    def predict_members_and_scope(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """`predict_members`, plus each image's in-scope ratio (distance / threshold, the largest
+        over members; above 1 is out of scope), or None when a member has no fitted scope.
+        With several views, the scope is measured on the image as given (the first view)."""
+        if not self.has_scope:
+            return self.predict_members(images), None
+        if self.views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}")
+        expanded = images if self.views == 1 else [v for im in images for v in dihedral_views(im)]
+        probs, ratios = {}, []
+        for m in self.members:
+            p, f = m.predict_with_features(expanded)
+            probs[m.name] = p.reshape(len(images), self.views, N_CLASSES).mean(axis=1)
+            ratios.append(m.scope.ratio(f[:: self.views]))
+        return probs, np.max(ratios, axis=0)
 
     def combine(self, member_probs: dict[str, np.ndarray], temperature: float | None = None) -> np.ndarray:
         """Soft (optionally weighted) voting, then temperature scaling (this predictor's
@@ -155,7 +198,8 @@ def load_single(name: str, weights_path: Path | None = None) -> SingleModel:
     size = int(meta.get("image_size", get_spec(name).input_size))
     model = build(name, N_CLASSES, imagenet_weights=False, input_size=size)
     model.load_weights(str(path))
-    return SingleModel(name, model, size, path)
+    scope = ScopeModel.load(scope_path(path)) if scope_path(path).is_file() else None
+    return SingleModel(name, model, size, path, scope=scope)
 
 
 def load_predictor(name: str, weights_path: Path | None = None, views: int = 1) -> Predictor:

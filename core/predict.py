@@ -1,9 +1,11 @@
 """Diagnose smear images: `python -m core.predict --model default FILE... [--json | --csv OUT]`.
 
-One record per file with a status: `ok`, `uncertain` (confidence below the model's
-validated threshold: refer for manual review), `rejected` (does not look like a
-peripheral blood smear: no diagnosis given) or `error` (the file cannot be used).
-The app's Diagnose and Batch pages call `diagnose` too, so they show the same statuses.
+One record per file with a status (core.status.Status): `ok`, `uncertain` (confidence
+below the model's validated threshold: refer for manual review), `out_of_scope` (a smear,
+but unlike any image the model was validated on: no subtype given, with the reason),
+`rejected` (does not look like a peripheral blood smear: no diagnosis given) or `error`
+(the file cannot be used). The app's Diagnose, Compare and Batch pages call `diagnose`
+too, so they show the same statuses.
 """
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ from core.imageio import MAX_BYTES, ImageError, decode_image
 from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.smear_check import check_smear
+from core.status import HEADLINES, Status
 
-REJECTED_MESSAGE = "This does not look like a peripheral blood smear — no diagnosis given."
-UNCERTAIN_MESSAGE = "Uncertain — refer this smear to a hematologist for manual review."
 CHUNK = 32  # images held at once (each at most HOLD_SIDE px a side): ~100 MB for any number of files
 HOLD_SIDE = 1024
 
@@ -34,7 +35,7 @@ HOLD_SIDE = 1024
 @dataclass
 class Diagnosis:
     file: str
-    status: str  # ok | uncertain | rejected | error
+    status: Status
     label: str | None = None  # display name, e.g. "Pre-B"
     confidence: float | None = None
     probabilities: dict[str, float] | None = None  # display name -> probability
@@ -42,9 +43,12 @@ class Diagnosis:
     seconds: float = 0.0
     members: dict[str, dict[str, float]] = field(default_factory=dict)
     smear_score: float | None = None
+    scope_ratio: float | None = None  # model-feature distance / its validated threshold; > 1 out of scope
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["status"] = self.status.value
+        return d
 
 
 def _probs_dict(p: np.ndarray) -> dict[str, float]:
@@ -63,7 +67,7 @@ def diagnose(predictor: Predictor,
             return
         t0 = time.perf_counter()
         images = [im for _, im, _ in pending]
-        members = predictor.predict_members(images)
+        members, scope = predictor.predict_members_and_scope(images)
         probs = predictor.combine(members)
         per_image = (time.perf_counter() - t0) / len(pending)
         for i, (rec, _, t_pre) in enumerate(pending):
@@ -74,16 +78,24 @@ def diagnose(predictor: Predictor,
             if predictor.is_ensemble:
                 rec.members = {n: _probs_dict(mp[i]) for n, mp in members.items()}
             rec.seconds = t_pre + per_image
-            if rec.confidence < predictor.threshold:
-                rec.status = "uncertain"
-                rec.message = f"{UNCERTAIN_MESSAGE} (confidence {rec.confidence:.0%} < {predictor.threshold:.0%})"
+            if scope is not None:
+                rec.scope_ratio = round(float(scope[i]), 4)
+            if scope is not None and scope[i] > 1.0:
+                rec.status = Status.OUT_OF_SCOPE
+                rec.message = (f"{HEADLINES[Status.OUT_OF_SCOPE]} Its cells or stain look unlike the "
+                               "training images (an unusual cell type, stain or magnification).")
+                rec.label = rec.confidence = None  # no subtype; the raw probabilities stay for audit
+            elif rec.confidence < predictor.threshold:
+                rec.status = Status.UNCERTAIN
+                rec.message = (f"{HEADLINES[Status.UNCERTAIN]} (confidence {rec.confidence:.0%}, "
+                               f"below the validated {predictor.threshold:.0%})")
             else:
-                rec.status, rec.message = "ok", ""
+                rec.status, rec.message = Status.OK, ""
         pending.clear()
 
     for name, data in files:
         t0 = time.perf_counter()
-        rec = Diagnosis(file=name, status="error")
+        rec = Diagnosis(file=name, status=Status.ERROR)
         records.append(rec)
         try:
             if isinstance(data, ImageError):
@@ -98,8 +110,8 @@ def diagnose(predictor: Predictor,
         check = check_smear(rgb)
         rec.smear_score = round(float(check.score), 4)
         if not check.is_smear:
-            rec.status = "rejected"
-            rec.message = REJECTED_MESSAGE + (f" ({'; '.join(check.reasons)})" if check.reasons else "")
+            rec.status = Status.REJECTED
+            rec.message = HEADLINES[Status.REJECTED] + (f" ({'; '.join(check.reasons)})" if check.reasons else "")
             continue
         if max(rgb.shape[:2]) > HOLD_SIDE:  # models see <= 132 px; keep memory bounded for big scans
             scale = HOLD_SIDE / max(rgb.shape[:2])
@@ -121,7 +133,7 @@ def records_to_csv(records: list[Diagnosis]) -> str:
     for r in records:
         probs = [r.probabilities.get(n, "") if r.probabilities else "" for n in names]
         conf = "" if r.confidence is None else f"{r.confidence:.4f}"
-        w.writerow([r.file, r.status, r.label or "", conf, r.message, f"{r.seconds:.3f}", *probs])
+        w.writerow([r.file, r.status.value, r.label or "", conf, r.message, f"{r.seconds:.3f}", *probs])
     return buf.getvalue()
 
 

@@ -40,6 +40,7 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
 def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     from core.labels import CLASS_NAMES
     from core.segmentation import DEFAULT_HSV_RANGE
+    from core.status import Status
 
     from app.charts import probability_bars
     from app.imaging import decode_for_view, mask_image, segment
@@ -50,18 +51,20 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     st.markdown(f"#### {img.name}")
     timing = (f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms"
               f"{' · average of 8 rotations/flips' if views == 8 else ''}{truth}")
-    if rec.status == "error":
+    if rec.status is Status.ERROR:
         st.error(f"No diagnosis: {rec.message}")
         st.caption(f"Status: **error**{truth}")
         return
     rgb, (w, h) = decode_for_view(img.data)
-    if rec.status == "rejected":
+    if not rec.status.gives_subtype:  # rejected or out of scope: no class, no heat map
         cols = st.columns([1, 3])
         cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
-        cols[1].error(rec.message)
-        cols[1].caption(timing + (f" · smear score {rec.smear_score:.2f}" if rec.smear_score is not None else ""))
+        (cols[1].error if rec.status is Status.REJECTED else cols[1].warning)(rec.message)
+        cols[1].caption(timing + (f" · smear score {rec.smear_score:.2f}" if rec.smear_score is not None else "")
+                        + (f" · distance to the training images {rec.scope_ratio:.2f}× the validated limit"
+                           if rec.scope_ratio is not None else ""))
         return
-    if rec.status == "ok":
+    if rec.status is Status.OK:
         st.success(f"**{rec.label}** — confidence {rec.confidence:.1%} (threshold {predictor.threshold:.0%})")
     else:
         st.warning(f"**Uncertain — review by a hematologist.** Most likely **{rec.label}** at "

@@ -24,12 +24,13 @@ GRID = 3
 def card(name, img, method, opacity, rgb, device):
     """One model's result in the current column; returns a row for the summary table."""
     from core.labels import CLASS_NAMES
+    from core.status import Status
 
     from app.imaging import heat_overlay
     from app.models import diagnose_one, display_name, get_predictor, model_cam, weights_signature
 
     st.markdown(f"**{display_name(name)}**")
-    row = {"model": name, "status": "error", "label": "", "confidence": None, "seconds": None,
+    row = {"model": name, "status": Status.ERROR.value, "label": "", "confidence": None, "seconds": None,
            "load_seconds": None, "message": ""}
     try:
         predictor = get_predictor(name)
@@ -39,18 +40,19 @@ def card(name, img, method, opacity, rgb, device):
         row["message"] = plain_message(exc, f"running {name}")
         st.error(row["message"])
         return row
-    row.update(status=rec.status, label=rec.label or "", confidence=rec.confidence, seconds=rec.seconds,
+    row.update(status=rec.status.value, label=rec.label or "", confidence=rec.confidence, seconds=rec.seconds,
                load_seconds=predictor.load_seconds, message=rec.message)
-    if rec.status in ("error", "rejected"):
-        st.error(rec.message)
+    if not rec.status.gives_subtype:  # error, rejected, out of scope: no class to show or explain
+        (st.warning if rec.status is Status.OUT_OF_SCOPE else st.error)(rec.message)
         return row
     text = f"{rec.label} · {rec.confidence:.1%}"
-    (st.success if rec.status == "ok" else st.warning)(text if rec.status == "ok" else f"{text} (uncertain)")
+    ok = rec.status is Status.OK
+    (st.success if ok else st.warning)(text if ok else f"{text} (uncertain)")
     k = CLASS_NAMES.index(rec.label)
     heat = model_cam(name, sig, img.data, k, method)
     st.image(heat_overlay(rgb, heat, opacity), width="stretch",
              caption=f"{method}: {rec.label}" + (" (mean of members)" if predictor.is_ensemble else ""))
-    st.caption(f"Status: {rec.status} · {rec.seconds * 1000:.0f} ms inference · loaded in "
+    st.caption(f"Status: {rec.status.value} · {rec.seconds * 1000:.0f} ms inference · loaded in "
                f"{predictor.load_seconds:.1f} s · {device}")
     return row
 

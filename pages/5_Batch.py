@@ -39,7 +39,7 @@ def run_batch(name, uploads):
         chunk.append((fname, data))
         if len(chunk) == STEP or i == len(plan):
             for rec, (n, d) in zip(diagnose(predictor, chunk), chunk):
-                if rec.status in ("ok", "uncertain") and len(thumbs) < THUMBS and isinstance(d, bytes):
+                if rec.status.gives_subtype and len(thumbs) < THUMBS and isinstance(d, bytes):
                     thumbs.append((len(records), d))
                 records.append(rec)
             chunk = []
@@ -54,6 +54,7 @@ with guarded("running the batch"):
     from core.explain import METHODS
     from core.labels import CLASS_NAMES
     from core.predict import records_to_csv
+    from core.status import Status
 
     from app.imaging import decode_for_view, heat_overlay
     from app.models import device, model_cam, model_picker, weights_signature
@@ -82,21 +83,22 @@ with guarded("running the batch"):
     for note in st.session_state["batch_notes"]:
         st.warning(note)
 
-    table = pd.DataFrame([{"file": r.file, "status": r.status, "label": r.label or "",
+    table = pd.DataFrame([{"file": r.file, "status": r.status.value, "label": r.label or "",
                            "confidence": r.confidence, "message": r.message, "time (s)": round(r.seconds, 3)}
                           for r in records], columns=["file", "status", "label", "confidence", "message", "time (s)"])
     counts = table["status"].value_counts()
-    m = st.columns(5)
+    m = st.columns(1 + len(Status))
     m[0].metric("Files", len(table))
-    for col, status in zip(m[1:], ("ok", "uncertain", "rejected", "error")):
-        col.metric(status, int(counts.get(status, 0)))
+    for col, status in zip(m[1:], reversed(Status)):  # ok first
+        col.metric(status.value.replace("_", " "), int(counts.get(status.value, 0)))
     st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 420),
                  column_config={"confidence": st.column_config.NumberColumn(format="percent"),
                                 "message": st.column_config.TextColumn(width="large")})
     st.download_button("Download results (CSV)", st.session_state["batch_csv"], file_name="leukoscope_batch.csv",
                        mime="text/csv", key="batch_download", on_click="ignore")
     st.caption(f"Model {name} · device {device()} · uncertain = below the model's confidence threshold: "
-               "refer for review by a hematologist; rejected = not a blood smear, no diagnosis given.")
+               "refer for review by a hematologist; out of scope = a smear unlike the images the model was "
+               "validated on, no subtype given; rejected = not a blood smear, no diagnosis given.")
 
     if show_thumbs:
         thumbs = st.session_state["batch_thumbs_data"]

@@ -1,0 +1,34 @@
+"""The one closed set of outcomes an image can have, from the least to the most usable.
+
+Every caller (CLI JSON/CSV, the Diagnose, Compare and Batch pages) uses these members; the
+values are the strings written to files. `Status` subclasses `str`, so a record's status
+compares equal to its value and serialises as it.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    ERROR = "error"  # the file cannot be used (not an image, truncated, too large...)
+    REJECTED = "rejected"  # not a stained peripheral blood smear: no diagnosis
+    OUT_OF_SCOPE = "out_of_scope"  # a smear, but unlike any image the model was validated on: no subtype
+    UNCERTAIN = "uncertain"  # in scope, confidence below the validated threshold: refer for review
+    OK = "ok"  # in scope and confident
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def gives_subtype(self) -> bool:
+        """Whether a class is reported as the answer (uncertain ones only as a suggestion)."""
+        return self in (Status.OK, Status.UNCERTAIN)
+
+
+HEADLINES = {
+    Status.ERROR: "The file could not be used.",
+    Status.REJECTED: "This does not look like a peripheral blood smear — no diagnosis given.",
+    Status.OUT_OF_SCOPE: "A blood smear, but unlike any image this model was validated on — no subtype given.",
+    Status.UNCERTAIN: "Uncertain — refer this smear to a hematologist for manual review.",
+    Status.OK: "",
+}
