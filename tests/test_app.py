@@ -437,3 +437,14 @@ def test_batch_zip_refuses_bombs_and_bad_archives(monkeypatch):
     assert "3 entries" in str(err)
     [(_, err)] = list(batch.plan_batch([("bad.zip", b"PK\x03\x04 garbage")]).iter_inputs())
     assert "damaged or not a zip" in str(err)
+
+
+def test_benchmark_labels_offline_transfer_learning_apart_from_the_paper():
+    from app import benchmark_data as bd
+
+    row = bd.our_accuracy_table([fake_evaluation("efficientnet_lite0-tl", n=40)]).iloc[0]
+    assert "offline ImageNet transfer learning" in row["provenance"] and "not in the paper" in row["provenance"]
+    assert bd.provenance_of("vgg19-tl") == "paper architecture, ImageNet transfer learning"
+    lite = bd.reproduce_command("efficientnet_lite0-tl")
+    assert "--recipe tl-two-stage" in lite and "internet" not in lite
+    assert "internet" in bd.reproduce_command("vgg19-tl")
