@@ -40,7 +40,8 @@ def home() -> None:
             ok = is_available(name)
             rows.append({
                 "model": name, "name": spec.display, "family": spec.family, "mode": spec.mode,
-                "in paper": "yes" if spec.in_paper else "member only",
+                "in paper": "yes" if spec.in_paper else (
+                    "member only" if spec.family in ("densenet121", "efficientnetb7") else "no"),
                 "available here": "yes" if ok else "no",
                 "how to get it": "" if ok else how_to_get(name),
                 "note": ("default · " if name == default else "") + spec.note,

@@ -68,6 +68,11 @@ REGISTRY["mdx"] = ModelSpec(
     members=("densenet121-baseline", "mobilenetv2-baseline"),
     note="soft voting of the members' probabilities",
 )
+REGISTRY["lite1-mobilenetv2"] = ModelSpec(
+    "lite1-mobilenetv2", "ensemble", "ensemble", "EfficientNet-Lite1 (TL) + MobileNetV2",
+    members=("efficientnet_lite1-tl", "mobilenetv2-baseline"), in_paper=False,
+    note="soft voting; offline ImageNet transfer learning (Lite1) with a from-scratch MobileNetV2; not in the paper",
+)
 
 
 def get_spec(name: str) -> ModelSpec:
