@@ -1,4 +1,4 @@
-"""Image decoding, segmentation and the shipped samples, cached on the image bytes.
+"""Image decoding, white cells, HSV segmentation and the shipped samples, cached on the image bytes.
 
 Uploads stay in memory: bytes come from the uploader and go through core.imageio; nothing is
 written to disk.
@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from core.cells import WhiteCells, find_white_cells
 from core.imageio import decode_image
 from core.labels import DISPLAY_NAMES
 from core.segmentation import DEFAULT_MIN_AREA, HSVRange, Segmentation, segment_hsv
@@ -42,6 +43,26 @@ def segment(data: bytes, lower: tuple[int, int, int], upper: tuple[int, int, int
     """HSV segmentation of the view-sized image (core.segmentation.segment_hsv)."""
     rgb, _ = decode_for_view(data)
     return segment_hsv(rgb, HSVRange(lower, upper), min_area=min_area)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def white_cells(data: bytes) -> WhiteCells:
+    """The nucleated (white) cells of the view-sized image (core.cells.find_white_cells): their
+    outlines, count and sizes in pixels of that image (see `view_scale` for the original's)."""
+    rgb, _ = decode_for_view(data)
+    return find_white_cells(rgb)
+
+
+def white_cell_overlay(data: bytes) -> np.ndarray:
+    """The view-sized image with every white cell outlined."""
+    rgb, _ = decode_for_view(data)
+    return white_cells(data).draw(rgb)
+
+
+def view_scale(data: bytes) -> float:
+    """Original pixels per view pixel (1.0 unless the image was downscaled for viewing)."""
+    rgb, (w, _) = decode_for_view(data)
+    return w / rgb.shape[1]
 
 
 def heat_overlay(rgb: np.ndarray, heat_u8: np.ndarray, opacity: float) -> np.ndarray:

@@ -25,8 +25,9 @@ import numpy as np
 from core.imageio import MAX_BYTES, ImageError, decode_image
 from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
+from core.cells import WhiteCells, find_white_cells, training_reference
 from core.smear_check import check_smear
-from core.status import HEADLINES, Status
+from core.status import Status, explain
 
 CHUNK = 32  # images held at once (each at most HOLD_SIDE px a side): ~100 MB for any number of files
 HOLD_SIDE = 1024
@@ -44,6 +45,8 @@ class Diagnosis:
     members: dict[str, dict[str, float]] = field(default_factory=dict)
     smear_score: float | None = None
     scope_ratio: float | None = None  # model-feature distance / its validated threshold; > 1 out of scope
+    white_cells: int | None = None  # nucleated cells found (core.cells)
+    white_cell_diameter_px: float | None = None  # their median diameter, in pixels of the upload
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,13 +85,13 @@ def diagnose(predictor: Predictor,
                 rec.scope_ratio = round(float(scope[i]), 4)
             if scope is not None and scope[i] > 1.0:
                 rec.status = Status.OUT_OF_SCOPE
-                rec.message = (f"{HEADLINES[Status.OUT_OF_SCOPE]} Its cells or stain look unlike the "
-                               "training images (an unusual cell type, stain or magnification).")
+                rec.message = explain(Status.OUT_OF_SCOPE, "its cells or stain look unlike the training images: "
+                                      "an unusual cell type, stain or magnification")
                 rec.label = rec.confidence = None  # no subtype; the raw probabilities stay for audit
             elif rec.confidence < predictor.threshold:
                 rec.status = Status.UNCERTAIN
-                rec.message = (f"{HEADLINES[Status.UNCERTAIN]} (confidence {rec.confidence:.0%}, "
-                               f"below the validated {predictor.threshold:.0%})")
+                rec.message = explain(Status.UNCERTAIN, f"confidence {rec.confidence:.0%}, below the validated "
+                                                        f"{predictor.threshold:.0%}")
             else:
                 rec.status, rec.message = Status.OK, ""
         pending.clear()
@@ -111,7 +114,14 @@ def diagnose(predictor: Predictor,
         rec.smear_score = round(float(check.score), 4)
         if not check.is_smear:
             rec.status = Status.REJECTED
-            rec.message = HEADLINES[Status.REJECTED] + (f" ({'; '.join(check.reasons)})" if check.reasons else "")
+            rec.message = explain(Status.REJECTED, check.clause)
+            continue
+        cells = find_white_cells(rgb)
+        rec.white_cells = cells.count
+        rec.white_cell_diameter_px = round(cells.median_diameter_px, 1) if cells.median_diameter_px else None
+        reason = scale_reason(cells, rgb.shape)
+        if reason:
+            rec.status, rec.message = Status.OUT_OF_SCOPE, explain(Status.OUT_OF_SCOPE, reason)
             continue
         if max(rgb.shape[:2]) > HOLD_SIDE:  # models see <= 132 px; keep memory bounded for big scans
             scale = HOLD_SIDE / max(rgb.shape[:2])
@@ -122,6 +132,33 @@ def diagnose(predictor: Predictor,
             flush()
     flush()
     return records
+
+
+# The red cells' diameter relative to the field, as the training images show it (core/data/
+# white_cells.json: p1 14.3 px, p99 25.8 px of 224 px fields), widened by this factor either way.
+SCALE_MARGIN = 1.3
+
+
+def scale_reason(cells: WhiteCells, shape: tuple[int, ...]) -> str:
+    """Why a smear is outside the training images' scope before the model sees it, or "":
+    no white cell at all, or red cells much larger or smaller relative to the field than in
+    the training images (another magnification or a cropped/tiled field: the model sees the
+    whole field resized, so the size that matters is relative to it)."""
+    if cells.count == 0:
+        return "no white cell is in view, only red cells or platelets"
+    ref = training_reference().get("rbc_diameter_px") or {}
+    side = max(shape[:2])
+    if not (cells.rbc_diameter_px and ref.get("p1") and ref.get("p99") and side):
+        return ""
+    relative = cells.rbc_diameter_px / side
+    train_side = 224.0  # every training image is a 224 px field
+    low, high = ref["p1"] / train_side / SCALE_MARGIN, ref["p99"] / train_side * SCALE_MARGIN
+    if low <= relative <= high:
+        return ""
+    factor = relative / (ref["median"] / train_side)
+    how = f"{factor:.1f} times larger" if factor > 1 else f"{1 / factor:.1f} times smaller"
+    return (f"its cells look about {how} relative to the field than in the training images, as at another "
+            "magnification or zoom")
 
 
 def records_to_csv(records: list[Diagnosis]) -> str:

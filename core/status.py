@@ -32,3 +32,18 @@ HEADLINES = {
     Status.UNCERTAIN: "Uncertain — refer this smear to a hematologist for manual review.",
     Status.OK: "",
 }
+
+
+_WITH_REASON = {
+    Status.REJECTED: "This does not look like a peripheral blood smear ({}) — no diagnosis given.",
+    Status.OUT_OF_SCOPE: "A blood smear, but unlike any image this model was validated on ({}) — no subtype given.",
+    Status.UNCERTAIN: "Uncertain ({}) — refer this smear to a hematologist for manual review.",
+}
+
+
+def explain(status: Status, clause: str = "") -> str:
+    """The one sentence a user reads: the status's headline with its reason, a lowercase
+    clause such as "no white cell is in view", inside it."""
+    if clause and status in _WITH_REASON:
+        return _WITH_REASON[status].format(clause.rstrip("."))
+    return HEADLINES[status]

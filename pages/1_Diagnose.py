@@ -39,11 +39,10 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
 
 def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     from core.labels import CLASS_NAMES
-    from core.segmentation import DEFAULT_HSV_RANGE
     from core.status import Status
 
     from app.charts import probability_bars
-    from app.imaging import decode_for_view, mask_image, segment
+    from app.imaging import decode_for_view, white_cell_overlay, white_cells
     from app.models import diagnose_one
 
     rec = diagnose_one(name, sig, img.name, img.data, views)
@@ -58,7 +57,11 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     rgb, (w, h) = decode_for_view(img.data)
     if not rec.status.gives_subtype:  # rejected or out of scope: no class, no heat map
         cols = st.columns([1, 3])
-        cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
+        if rec.status is Status.OUT_OF_SCOPE:  # show what was (not) found
+            cols[0].image(white_cell_overlay(img.data), caption=f"original ({w}×{h}), white cells outlined: "
+                          f"{rec.white_cells}", width="stretch")
+        else:
+            cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
         (cols[1].error if rec.status is Status.REJECTED else cols[1].warning)(rec.message)
         cols[1].caption(timing + (f" · smear score {rec.smear_score:.2f}" if rec.smear_score is not None else "")
                         + (f" · distance to the training images {rec.scope_ratio:.2f}× the validated limit"
@@ -71,11 +74,13 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
                    f"{rec.confidence:.1%}, below this model's threshold of {predictor.threshold:.0%}.")
     st.caption(timing)
 
-    seg = segment(img.data, DEFAULT_HSV_RANGE.lower, DEFAULT_HSV_RANGE.upper)
+    cells = white_cells(img.data)
+    size = (f", median {rec.white_cell_diameter_px:.0f} px across" if rec.white_cell_diameter_px else "")
     cols = st.columns([1, 1, 1, 1.6])
     cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
-    cols[1].image(seg.overlay, caption=f"HSV segmentation: {seg.count} cell(s)", width="stretch")
-    cols[2].image(mask_image(seg), caption=f"mask ({seg.coverage:.0%} of the image)", width="stretch")
+    cols[1].image(white_cell_overlay(img.data), caption=f"white cells found: {rec.white_cells}{size}",
+                  width="stretch")
+    cols[2].image(cells.mask, caption=f"nuclei mask ({(cells.mask > 0).mean():.0%} of the image)", width="stretch")
     cols[3].plotly_chart(probability_bars(rec.probabilities, predictor.threshold),
                          key=f"dx_bars_{i}_{img.digest}", config={"displayModeBar": False})
 

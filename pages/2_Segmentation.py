@@ -1,4 +1,5 @@
-"""Segmentation: HSV thresholding of stained cells, live, with the dataset's own segmentation beside it."""
+"""Segmentation: the white cells found in a smear (outlines, count, sizes), and the HSV threshold
+tools that reproduce the dataset's own segmentation, for researchers."""
 from __future__ import annotations
 
 import sys
@@ -14,9 +15,10 @@ from app.common import guarded, research_notice, setup_page  # noqa: E402
 
 setup_page("Segmentation")
 st.title("Segmentation")
-st.caption("Stained white cells are kept where hue, saturation and value fall inside the ranges below "
-           "(OpenCV units: H 0–179, S and V 0–255), then cleaned with morphology; each connected "
-           "component counts as one cell.")
+st.caption("White cells are found by the colour of their nuclear stain (Giemsa, Wright, Leishman, "
+           "May-Grünwald-Giemsa), measured against the slide's own background, so red cells, their rims and "
+           "platelets are left out whatever the lab. Below, the HSV threshold tools reproduce the dataset's own "
+           "segmentation, for research.")
 research_notice()
 
 
@@ -28,13 +30,18 @@ def reset_ranges() -> None:
                             seg_min_area=DEFAULT_MIN_AREA, seg_wrap=False)
 
 
+def px(value: float | None, scale: float) -> str:
+    return "—" if value is None else f"{value * scale:.0f} px"
+
+
 with guarded("segmenting the image"):
     import pandas as pd
 
-    from core.segmentation import DEFAULT_HSV_RANGE, HSVRange, iou, mask_from_reference
+    from core.cells import training_reference
     from core.imageio import read_image
+    from core.segmentation import DEFAULT_HSV_RANGE, HSVRange, iou, mask_from_reference
 
-    from app.imaging import decode_for_view, mask_image, segment
+    from app.imaging import decode_for_view, mask_image, segment, view_scale, white_cell_overlay, white_cells
     from app.inputs import image_inputs
 
     if "seg_h" not in st.session_state:
@@ -42,50 +49,89 @@ with guarded("segmenting the image"):
     images = image_inputs("seg", multiple=False, default_sample=True)
 
     with st.sidebar:
-        st.subheader("HSV ranges")
+        st.subheader("HSV ranges (research)")
         h = st.slider("Hue (H)", 0, 179, key="seg_h")
         wrap = st.checkbox("Hue wraps through red (keep H outside the range)", key="seg_wrap")
         s = st.slider("Saturation (S)", 0, 255, key="seg_s")
         v = st.slider("Value (V)", 0, 255, key="seg_v")
-        min_area = st.number_input("Smallest cell (pixels)", 1, 10_000, key="seg_min_area")
+        min_area = st.number_input("Smallest component (pixels)", 1, 10_000, key="seg_min_area")
         st.button("Reset to defaults", on_click=reset_ranges, key="seg_reset")
         st.caption(f"Defaults {DEFAULT_HSV_RANGE.lower} – {DEFAULT_HSV_RANGE.upper}: tuned on the dataset "
-                   "with `python -m core.segmentation tune`.")
+                   "with `python -m core.segmentation tune`. They affect the HSV section only, not the white cells.")
 
     if not images:
         st.info("Upload a smear image or pick a shipped sample.")
         st.stop()
     img = images[0]
+    rgb, (w, hgt) = decode_for_view(img.data)
+    scale = view_scale(img.data)
+    downscaled = scale > 1.0
+
+    # ---- White cells ----------------------------------------------------------------------
+    st.subheader("White cells")
+    cells = white_cells(img.data)
+    cols = st.columns(3)
+    cols[0].image(rgb, caption=f"{img.name} ({w}×{hgt})", width="stretch")
+    cols[1].image(white_cell_overlay(img.data), caption=f"white cells: {cells.count}", width="stretch")
+    cols[2].image(cells.mask, caption="white-cell mask (nuclei)", width="stretch")
+    m = st.columns(4)
+    m[0].metric("White cells", cells.count)
+    m[1].metric("Median diameter", px(cells.median_diameter_px, scale))
+    m[2].metric("Red-cell diameter", px(cells.rbc_diameter_px, scale),
+                help="The ruler: red cells are about 7.5 µm across in every lab. '—' when none could be measured.")
+    m[3].metric("Smallest counted", px(cells.min_diameter_px, scale),
+                help="Stained objects smaller than this (platelets, specks) are not counted as white cells.")
+    ref = training_reference()
+    ref_d = ref.get("white_cell_diameter_px") or {}
+    if cells.count == 0:
+        st.warning("No white cell in view: only red cells, platelets or background were found.")
+    ref_rbc = (ref.get("rbc_diameter_px") or {}).get("median")
+    if ref_d and ref_rbc:
+        st.caption(f"Sizes in pixels of the original image. The training hospital's white cells measure "
+                   f"{ref_d['median']:.0f} px across (5–95%: {ref_d['p5']:.0f}–{ref_d['p95']:.0f} px) in its "
+                   f"224×224 fields, its red cells {ref_rbc:.0f} px: a very different size here means another "
+                   "magnification. Diameters are those of a disc of the outlined area; cells cut by the image edge "
+                   "are marked and left out of the median when whole cells exist.")
+    table = pd.DataFrame([{"cell": i, "diameter (px)": round(c.diameter_px * scale, 1),
+                           "area (px)": round(c.area_px * scale * scale), "x": round(c.bbox[0] * scale),
+                           "y": round(c.bbox[1] * scale), "width": round(c.bbox[2] * scale),
+                           "height": round(c.bbox[3] * scale), "at the edge": c.touches_border}
+                          for i, c in enumerate(cells.cells, start=1)],
+                         columns=["cell", "diameter (px)", "area (px)", "x", "y", "width", "height", "at the edge"])
+    st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 320))
+
+    # ---- HSV threshold (research) -----------------------------------------------------------
+    st.subheader("HSV threshold (research)")
+    st.caption("Pixels whose hue, saturation and value fall inside the sidebar's ranges (OpenCV units: H 0–179, "
+               "S and V 0–255), cleaned with morphology; each connected component is counted. This reproduces the "
+               "dataset authors' segmentation: it keeps red-cell rims on some stains and misses pale magenta blasts, "
+               "so it is not used for the white-cell count above.")
     lower = (h[1], s[0], v[0]) if wrap else (h[0], s[0], v[0])
     upper = (h[0], s[1], v[1]) if wrap else (h[1], s[1], v[1])
     HSVRange(lower, upper)  # validates; a bad combination raises a plain ValueError
-    rgb, (w, hgt) = decode_for_view(img.data)
     seg = segment(img.data, lower, upper, int(min_area))
 
-    ref = img.sample.segmented_path if img.sample else None
-    ncols = 4 if ref else 3
-    cols = st.columns(ncols)
-    cols[0].image(rgb, caption=f"{img.name} ({w}×{hgt})", width="stretch")
-    cols[1].image(mask_image(seg), caption="our mask", width="stretch")
-    cols[2].image(seg.overlay, caption=f"overlay: {seg.count} cell(s)", width="stretch")
-    if ref:
-        ref_rgb = read_image(ref)
-        cols[3].image(ref_rgb, caption="the dataset's own Segmented image", width="stretch")
+    ref_path = img.sample.segmented_path if img.sample else None
+    cols = st.columns(3)
+    cols[0].image(mask_image(seg), caption="HSV mask", width="stretch")
+    cols[1].image(seg.overlay, caption=f"HSV overlay: {seg.count} component(s)", width="stretch")
+    if ref_path:
+        ref_rgb = read_image(ref_path)
+        cols[2].image(ref_rgb, caption="the dataset's own Segmented image", width="stretch")
 
     m = st.columns(4)
-    m[0].metric("Cells", seg.count)
-    m[1].metric("Coverage", f"{seg.coverage:.1%}")
-    if ref and ref_rgb.shape[:2] == seg.mask.shape:
+    m[0].metric("HSV components", seg.count)
+    m[1].metric("HSV coverage", f"{seg.coverage:.1%}")
+    if ref_path and ref_rgb.shape[:2] == seg.mask.shape:
         m[2].metric("IoU with the dataset's mask", f"{iou(seg.mask, mask_from_reference(ref_rgb)):.2f}")
     if img.sample:
         m[3].metric("Dataset label", img.sample.label)
 
-    cells = pd.DataFrame([{"cell": c.label, "area (px)": c.area, "x": c.bbox[0], "y": c.bbox[1],
+    comps = pd.DataFrame([{"component": c.label, "area (px)": c.area, "x": c.bbox[0], "y": c.bbox[1],
                            "width": c.bbox[2], "height": c.bbox[3],
                            "centre x": round(c.centroid[0], 1), "centre y": round(c.centroid[1], 1)}
                           for c in seg.cells],
-                         columns=["cell", "area (px)", "x", "y", "width", "height", "centre x", "centre y"])
-    st.subheader("Cells")
+                         columns=["component", "area (px)", "x", "y", "width", "height", "centre x", "centre y"])
     st.caption("Bounding boxes (x, y, width, height) in pixels of the image as shown"
-               + (" (downscaled for viewing)" if max(w, hgt) > max(rgb.shape[:2]) else "") + ".")
-    st.dataframe(cells, hide_index=True, width="stretch", height=min(38 + 35 * max(len(cells), 1), 320))
+               + (" (downscaled for viewing)" if downscaled else "") + ".")
+    st.dataframe(comps, hide_index=True, width="stretch", height=min(38 + 35 * max(len(comps), 1), 320))

@@ -239,20 +239,34 @@ def test_diagnose_ensemble_shows_each_member(app_env, monkeypatch):
 def test_segmentation_page(app_env):
     at = app("pages/2_Segmentation.py").run()
     no_exceptions(at)
+
+    def metric(label: str) -> str:
+        return next(m.value for m in at.metric if m.label == label)
+
     caps = captions_of_images(at)
-    assert "our mask" in caps
-    assert any(c.startswith("overlay:") for c in caps)
-    assert "the dataset's own Segmented image" in caps  # the default is a shipped sample
-    cells = at.dataframe[0].value
-    assert list(cells.columns[:6]) == ["cell", "area (px)", "x", "y", "width", "height"]
-    count = int(at.metric[0].value)
-    assert count == len(cells) and count >= 1
+    # White cells (core.cells): outlined, counted and measured, whatever the HSV sliders say.
+    assert "white-cell mask (nuclei)" in caps
+    white_caption = next(c for c in caps if c.startswith("white cells:"))
+    white = at.dataframe[0].value
+    assert list(white.columns[:3]) == ["cell", "diameter (px)", "area (px)"]
+    n_white = int(metric("White cells"))
+    assert n_white == len(white) == int(white_caption.split(":")[1]) and n_white >= 1
+    assert metric("Median diameter").endswith(" px")
+    # The HSV research tools, beside the dataset's own segmentation of the shipped sample.
+    assert "HSV mask" in caps
+    assert any(c.startswith("HSV overlay:") for c in caps)
+    assert "the dataset's own Segmented image" in caps
+    comps = at.dataframe[1].value
+    assert list(comps.columns[:6]) == ["component", "area (px)", "x", "y", "width", "height"]
+    count = int(metric("HSV components"))
+    assert count == len(comps) and count >= 1
     at.slider(key="seg_s").set_value((250, 255)).run()  # nearly nothing is that saturated
     no_exceptions(at)
-    assert int(at.metric[0].value) < count
+    assert int(metric("HSV components")) < count
+    assert int(metric("White cells")) == n_white  # the sliders do not touch the white cells
     at.button(key="seg_reset").click().run()
     no_exceptions(at)
-    assert int(at.metric[0].value) == count
+    assert int(metric("HSV components")) == count
 
 
 def test_compare_models_one_card_per_model(app_env):
