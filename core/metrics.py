@@ -80,6 +80,12 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "confusion_matrix_orientation": "rows=true, columns=predicted; order " + ", ".join(CLASS_FOLDERS),
         "roc_auc_ovr": None if auc is None else float(auc),
         "roc_auc_per_class": auc_per_class,
-        "log_loss": float(log_loss(labels, np.clip(probs, 1e-15, 1.0), labels=classes)) if len(labels) else None,
+        # Renormalised: float32 softmax rows sum to 1 only within ~1e-7, which scikit-learn warns about.
+        "log_loss": float(log_loss(labels, _rows_sum_to_one(probs), labels=classes)) if len(labels) else None,
         "ece": expected_calibration_error(probs, labels),
     }
+
+
+def _rows_sum_to_one(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-15, 1.0)
+    return p / p.sum(axis=1, keepdims=True)

@@ -115,6 +115,7 @@ def diagnose(predictor: Predictor,
         if not check.is_smear:
             rec.status = Status.REJECTED
             rec.message = explain(Status.REJECTED, check.clause)
+            rec.seconds = time.perf_counter() - t0
             continue
         cells = find_white_cells(rgb)
         rec.white_cells = cells.count
@@ -122,6 +123,7 @@ def diagnose(predictor: Predictor,
         reason = scale_reason(cells, rgb.shape)
         if reason:
             rec.status, rec.message = Status.OUT_OF_SCOPE, explain(Status.OUT_OF_SCOPE, reason)
+            rec.seconds = time.perf_counter() - t0
             continue
         if max(rgb.shape[:2]) > HOLD_SIDE:  # models see <= 132 px; keep memory bounded for big scans
             scale = HOLD_SIDE / max(rgb.shape[:2])

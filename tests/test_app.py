@@ -183,8 +183,8 @@ def test_diagnose_upload_sample_and_bad_file(app_env):
     if "Status: **uncertain**" in page:
         assert "review by a hematologist" in verdicts[0]
     caps = captions_of_images(at)
-    assert any(c.startswith("HSV segmentation") for c in caps)
-    assert any(c.startswith("mask") for c in caps)
+    assert any(c.startswith("white cells found: ") and not c.startswith("white cells found: 0") for c in caps)
+    assert any(c.startswith("nuclei mask") for c in caps)
     assert any(c.startswith("Grad-CAM:") for c in caps)
     # The text file gets a plain message; the green picture is refused as not a smear. Neither
     # gets a diagnosis or a heat map.
