@@ -284,14 +284,10 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
     _extend(history_logs, h.history)
     if two_stage and best_path.exists():  # the best epoch of either stage, chosen on validation loss
         model.load_weights(str(best_path))
-
-    class _History:  # the merged logs of both stages
-        history = history_logs
-    history = _History()
     total = time.perf_counter() - t0
     save_inference_weights(model, name, size, weights_path)
-    epoch_seconds = history.history.get("epoch_seconds", [])
-    val_loss = history.history.get("val_loss", [])
+    epoch_seconds = history_logs.get("epoch_seconds", [])  # both stages' epochs
+    val_loss = history_logs.get("val_loss", [])
     hp = dict(
         learning_rate=args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, batch_size=args.batch_size,
         epochs_max=args.epochs, patience=args.patience, loss="categorical_crossentropy", image_size=size,
