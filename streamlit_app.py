@@ -92,4 +92,9 @@ pages = [
     st.Page("pages/4_Benchmark.py", title="Benchmark", icon=":material/leaderboard:", url_path="Benchmark"),
     st.Page("pages/5_Batch.py", title="Batch", icon=":material/folder_zip:", url_path="Batch"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+with guarded("preparing the default model"):
+    from app.models import start_warm_up
+
+    start_warm_up()  # a background thread: the page below is drawn at once, the model is ready sooner
+page.run()

@@ -9,6 +9,8 @@ an unrelated widget never recomputes them.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 import streamlit as st
@@ -46,10 +48,46 @@ def display_name(name: str) -> str:
     return get_spec(name).display
 
 
+_warming: dict[tuple[str, Signature], Future] = {}
+_warming_lock = threading.Lock()
+
+
+def _load_and_warm(name: str) -> Predictor:
+    predictor = load_predictor(name)
+    predictor.warm_up()
+    return predictor
+
+
+def start_warm_up(name: str | None = None) -> None:
+    """Load and trace a model (default: the shipped default) in a background thread, once per
+    process, so the first upload after start-up does not wait for it. Errors surface later,
+    when a page asks for the model."""
+    name = name or default_model_name()
+    if not is_available(name):
+        return
+    key = (name, weights_signature(name))
+    with _warming_lock:
+        if key in _warming:
+            return
+        future: Future = Future()
+        _warming[key] = future
+
+    def run() -> None:
+        try:
+            future.set_result(_load_and_warm(name))
+        except BaseException as exc:  # handed to the page that asks for the model
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"warm-up {name}", daemon=True).start()
+
+
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=6)
 def _load(name: str, signature: Signature) -> Predictor:
-    del signature  # only part of the cache key
-    return load_predictor(name)
+    with _warming_lock:
+        future = _warming.get((name, signature))
+    if future is not None:
+        return future.result()  # already loading since start-up: wait for that copy
+    return _load_and_warm(name)
 
 
 def get_predictor(name: str) -> Predictor:

@@ -135,6 +135,23 @@ class Predictor:
         """(N, 4) calibrated class probabilities for N RGB uint8 images."""
         return self.combine(self.predict_members(images))
 
+    def warm_up(self, grad_cam: bool = True) -> float:
+        """Trace every compiled function the Diagnose page uses (prediction with features and,
+        when `grad_cam`, the compiled Grad-CAM of each member) on one blank image, so the first
+        real upload is as fast as the next; returns the seconds it took."""
+        t0 = time.perf_counter()
+        blank = np.full((257, 257, 3), 200, dtype=np.uint8)
+        self.predict_members_and_scope([blank])
+        if grad_cam:
+            from core.explain import ExplainUnavailable, class_activation_map
+
+            try:
+                for m in self.members:
+                    class_activation_map(m.model, blank, m.image_size, 0)
+            except ExplainUnavailable:
+                pass
+        return time.perf_counter() - t0
+
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Rescale probabilities as softmax(log(p) / T); T > 1 softens, T = 1 is the identity."""

@@ -229,6 +229,29 @@ def test_grad_cam_reaches_the_last_conv_layer_of_efficientnet_lite():
     assert heat.shape == (80, 90) and np.isfinite(heat).all()
 
 
+def test_compiled_grad_cam_equals_tf_keras_vis_gradcam():
+    """The app's compiled Grad-CAM is tf-keras-vis' Gradcam (linear score, no resize), only faster."""
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    from core.explain import _grad_cam_function
+    from core.imageio import to_model_input
+    from models.architectures import feature_layer_name
+    from models.registry import build
+
+    model = build("mobilenetv2-baseline", N_CLASSES, input_size=96)
+    x = to_model_input([np.random.default_rng(3).integers(0, 256, (100, 120, 3), dtype=np.uint8)], 96)
+    reference = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+    for k in range(N_CLASSES):
+        ours = np.asarray(_grad_cam_function(model)(x, np.int32(k)))[0]
+        theirs = np.asarray(reference(CategoricalScore([k]), x, penultimate_layer=feature_layer_name(model),
+                                      seek_penultimate_conv_layer=False, normalize_cam=False,
+                                      expand_cam=False)[0])
+        assert ours.shape == theirs.shape == (3, 3)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-6 * max(np.abs(theirs).max(), 1e-30))
+
+
 def test_pixel_normalize_keeps_each_familys_convention():
     from models.architectures import PixelNormalize
     from models.families import CAFFE, TF, TFLITE, TORCH
