@@ -1,0 +1,426 @@
+"""Session-aware cross-validation: the accuracy a new patient would see.
+
+    python -m core.crossval --data DIR --scheme contiguous --folds 5 --embargo 37 \
+        --recipe tl-two-stage --out benchmarks/results/cv/contiguous-e37-tl-two-stage.json
+
+The images were captured in sessions: neighbouring file numbers of a class share
+background, illumination and scale bar, so a random image-level split puts neighbours of
+every test image into training and flatters. `--scheme contiguous` cuts each class, in
+capture order (the number in the file name), into `--folds` contiguous blocks; each block
+is once the test part, and with `--embargo N` the N image numbers on each side of it are
+left out of that fold's training and validation. `--scheme random` is the flattering
+image-level twin on the same machinery. Byte-identical copies always stay together.
+
+Each fold trains one model with a named recipe and predicts its test block; the pooled
+out-of-fold predictions give balanced accuracy, macro-F1, per-class recall and the
+confusion matrix, with a 95% bootstrap interval that resamples capture blocks (runs of
+`--block` consecutive numbers of a class), not images, since neighbours are not
+independent. Recipes:
+- `tl-two-stage` and `paper`: `core.train` with that recipe (the shipped default's
+  recipe on EfficientNet-Lite0, and the paper's protocol from scratch on MobileNetV2 unless
+  `--model` says otherwise), one subprocess per fold, resumable;
+- `frozen-probe`: ImageNet EfficientNet-Lite features, frozen, with a logistic-regression
+  head (scikit-learn, C chosen on the fold's validation part): minutes on a CPU.
+
+Finished folds are kept under `--work`; run again with `--resume` to continue.
+"""
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import math
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.dataset import (DATA_ENV, PROJECT_ROOT, DatasetError, ImageRecord, build_manifest, resolve_data_dir,
+                          save_manifest, scan_dataset)
+from core.labels import CLASS_FOLDERS, N_CLASSES
+from core.metrics import classification_metrics
+
+VAL_FRACTION = 0.15
+FOLD_PARTS = ("train", "val", "test", "embargo")
+
+
+class Scheme(str, enum.Enum):
+    RANDOM = "random"
+    CONTIGUOUS = "contiguous"
+
+
+#: recipe -> the registry model it trains by default (the shipped default's family for
+#: transfer learning; the paper's cheapest network for its own protocol).
+DEFAULT_MODEL = {"tl-two-stage": "efficientnet_lite0-tl", "paper": "mobilenetv2-baseline",
+                 "frozen-probe": "efficientnet_lite0-tl"}
+ANCHOR = {
+    "balanced_accuracy": 0.968, "ci95": [0.955, 0.978],
+    "what": "frozen DinoBloom-S with attention pooling, 5 contiguous session-aware folds per class, "
+            "embargo 37 image numbers, all 3,256 public images",
+    "source": "public audit, repository shrirudragoud/leukemia-detection-and-Segmentation, docs/results/",
+}
+
+
+def capture_number(file: str) -> int:
+    """The capture-order number in a dataset file name: 'WBC-Malignant-Pre-042.jpg' -> 42."""
+    m = re.search(r"(\d+)(?=\.[A-Za-z0-9]+$)", Path(file).name)
+    if m is None:
+        raise DatasetError(f"No capture number in the file name {file!r} (expected e.g. WBC-Benign-001.jpg).")
+    return int(m.group(1))
+
+
+def _unique_images(records: list[ImageRecord]) -> dict[str, list[tuple[int, str]]]:
+    """Per class, (capture number, sha256) of each distinct image in capture order; a set of
+    byte-identical copies counts once, at its lowest number."""
+    first: dict[str, tuple[int, str]] = {}
+    for r in records:
+        n = capture_number(r.file)
+        if r.sha256 not in first or n < first[r.sha256][0]:
+            first[r.sha256] = (n, r.label)
+    out: dict[str, list[tuple[int, str]]] = {c: [] for c in CLASS_FOLDERS}
+    for h, (n, label) in first.items():
+        out[label].append((n, h))
+    return {c: sorted(v) for c, v in out.items()}
+
+
+def make_folds(records: list[ImageRecord], k: int = 5, scheme: Scheme = Scheme.CONTIGUOUS, embargo: int = 0,
+               seed: int = 0, val_fraction: float = VAL_FRACTION) -> list[dict[str, str]]:
+    """k dicts {sha256: 'train' | 'val' | 'test' | 'embargo'}; every image is 'test' in exactly one.
+
+    Contiguous: each class in capture order is cut into k blocks of near-equal size; fold i
+    tests block i, puts images numbered within `embargo` of the block's first and last
+    number in 'embargo', and takes as validation the contiguous run of `val_fraction` of the
+    remaining images that follows the test block (wrapping round). Random: stratified
+    shuffled folds by content hash, validation a stratified random share of the rest.
+    """
+    scheme = Scheme(scheme)
+    if k < 2:
+        raise ValueError("k must be at least 2")
+    if embargo < 0:
+        raise ValueError("embargo must be >= 0")
+    if scheme is Scheme.RANDOM and embargo:
+        raise ValueError("--embargo applies to --scheme contiguous (a random split has no blocks to guard)")
+    per_class = _unique_images(records)
+    folds: list[dict[str, str]] = [{} for _ in range(k)]
+    rng = np.random.default_rng(seed)
+    for label, items in per_class.items():
+        if len(items) < k:
+            raise DatasetError(f"Class {label} has {len(items)} distinct images, fewer than {k} folds.")
+        numbers = np.array([n for n, _ in items])
+        hashes = [h for _, h in items]
+        order = np.arange(len(items)) if scheme is Scheme.CONTIGUOUS else rng.permutation(len(items))
+        blocks = np.array_split(order, k)
+        for i, block in enumerate(blocks):
+            test = set(block.tolist())
+            if scheme is Scheme.CONTIGUOUS:
+                lo, hi = numbers[block].min(), numbers[block].max()
+                held = {j for j in range(len(items)) if j not in test
+                        and (lo - embargo <= numbers[j] <= hi + embargo)}
+                rest = [j for j in range(len(items)) if j not in test and j not in held]
+                # Start after the test block, wrap round: validation is one contiguous run.
+                rest = [j for j in rest if numbers[j] > hi] + [j for j in rest if numbers[j] < lo]
+                n_val = max(1, math.ceil(val_fraction * len(rest)))
+                val = set(rest[:n_val])
+            else:
+                held = set()
+                rest = [j for j in order.tolist() if j not in test]
+                val = set(rest[: max(1, math.ceil(val_fraction * len(rest)))])
+            for j in range(len(items)):
+                folds[i][hashes[j]] = ("test" if j in test else "embargo" if j in held
+                                       else "val" if j in val else "train")
+    return folds
+
+
+def describe_fold(records: list[ImageRecord], part_of_hash: dict[str, str]) -> dict:
+    """Per class and part: image count and the capture-number ranges it covers (runs of files
+    that follow each other in this copy; numbers missing from the copy do not break a run)."""
+    out: dict = {}
+    for label in CLASS_FOLDERS:
+        ordered = sorted((capture_number(r.file), part_of_hash[r.sha256]) for r in records if r.label == label)
+        runs: dict[str, list[list[int]]] = {}
+        previous = None
+        for n, part in ordered:
+            if part == previous:
+                runs[part][-1][1] = n
+            else:
+                runs.setdefault(part, []).append([n, n])
+            previous = part
+        out[label] = {part: {"n": sum(1 for _, q in ordered if q == part),
+                             "ranges": r if len(r) <= 12 else f"{len(r)} runs (scattered)"}
+                      for part, r in runs.items()}
+    return out
+
+
+def capture_blocks(files: list[str], labels: np.ndarray, block: int) -> np.ndarray:
+    """An integer id per image: its class and the run of `block` capture numbers it falls in."""
+    return np.array([int(y) * 100_000 + capture_number(f) // block for f, y in zip(files, labels)])
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(labels, pred))
+
+
+def block_bootstrap_ci(labels: np.ndarray, pred: np.ndarray, blocks: np.ndarray, n_boot: int = 2000,
+                       seed: int = 0) -> dict:
+    """95% percentile interval of balanced accuracy and macro-F1, resampling whole capture
+    blocks with replacement within each class (so every class stays represented)."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    members = {b: np.flatnonzero(blocks == b) for b in np.unique(blocks)}
+    by_class = [[b for b in members if labels[members[b][0]] == c] for c in range(N_CLASSES)]
+    bal, f1 = [], []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[b] for bs in by_class if bs for b in rng.choice(bs, size=len(bs))])
+        bal.append(balanced_accuracy(labels[idx], pred[idx]))
+        f1.append(float(f1_score(labels[idx], pred[idx], average="macro", labels=list(range(N_CLASSES)),
+                                 zero_division=0)))
+    return {"balanced_accuracy": [float(np.percentile(bal, 2.5)), float(np.percentile(bal, 97.5))],
+            "macro_f1": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))],
+            "n_boot": n_boot, "n_blocks": len(members), "resampled": "capture blocks within each class"}
+
+
+def pooled_metrics(files: list[str], labels: np.ndarray, probs: np.ndarray, block: int, seed: int = 0) -> dict:
+    """Balanced accuracy, macro-F1, per-class recall, confusion matrix and block-bootstrap CI."""
+    pred = probs.argmax(axis=1)
+    m = classification_metrics(labels, probs)
+    return {
+        "n_images": int(len(labels)),
+        "balanced_accuracy": balanced_accuracy(labels, pred),
+        "macro_f1": m["averages"]["macro"]["f1"],
+        "accuracy": m["accuracy"],
+        "recall": {c: m["per_class"][c]["recall"] for c in CLASS_FOLDERS},
+        "confusion_matrix": m["confusion_matrix"],
+        "confusion_matrix_orientation": m["confusion_matrix_orientation"],
+        "ci95": block_bootstrap_ci(labels, pred, capture_blocks(files, labels, block), seed=seed),
+    }
+
+
+# --- recipes ------------------------------------------------------------------------------
+
+def _fold_manifest(index, part_of_hash: dict[str, str], fold: int, args) -> dict:
+    return build_manifest(index, part_of_hash, seed=args.seed, scheme=args.scheme, fold=fold,
+                          folds=args.folds, embargo=args.embargo, made_by="core.crossval")
+
+
+def _read(root: Path, manifest: dict, part: str, size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    from core.loader import load_images
+
+    items = [it for it in manifest["items"] if it["part"] == part]
+    images, ok, errors = load_images([root / it["file"] for it in items], size)
+    for path, msg in errors:
+        print(f"skipped {path}: {msg}", file=sys.stderr)
+    kept = [it for it, good in zip(items, ok) if good]
+    return ([it["file"] for it in kept], np.array([CLASS_FOLDERS.index(it["class"]) for it in kept]), images)
+
+
+def run_train_recipe(fold_dir: Path, manifest_path: Path, root: Path, args) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Train one fold with `core.train` (a subprocess, so a killed fold resumes cleanly), then
+    predict its test part with the saved weights: (files, labels, probabilities)."""
+    from core.evaluate import predictor_from_run
+
+    family, mode = args.model.rsplit("-", 1)
+    cmd = [sys.executable, "-m", "core.train", "--data", str(root), "--recipe", args.recipe,
+           "--model", family, "--mode", mode, "--manifest", str(manifest_path), "--out", str(fold_dir),
+           "--seed", str(args.seed), "--verbose", "2"]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if (fold_dir / "run.json").exists():
+        pass  # trained: only the prediction is missing
+    else:
+        if (fold_dir / "checkpoint").exists() or (fold_dir / "warmup.done").exists():
+            cmd.append("--resume")
+        else:
+            cmd.append("--overwrite")
+        subprocess.run(cmd, check=True, cwd=PROJECT_ROOT)
+    predictor = predictor_from_run(fold_dir)
+    manifest = json.loads(manifest_path.read_text())
+    files, labels, images = _read(root, manifest, "test", predictor.members[0].image_size)
+    probs = predictor.combine(predictor.predict_members(list(images)), temperature=1.0)
+    return files, labels, probs
+
+
+def _probe_features(root: Path, index, work: Path, model_name: str, image_size: int) -> dict[str, np.ndarray]:
+    """Frozen ImageNet features (the head's pooled vector) of every image, cached in `work`."""
+    cache = work / f"features-{model_name}-{image_size}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return dict(zip(data["files"].tolist(), data["features"]))
+    import keras
+
+    from core.labels import N_CLASSES as NC
+    from core.loader import load_images
+    from models.architectures import HEAD_POOL
+    from models.registry import build
+
+    model = build(model_name, NC, input_size=image_size)  # weights="imagenet" path of its family
+    features_of = keras.Model(model.inputs, model.get_layer(HEAD_POOL).output)
+    files = [r.file for r in index.records]
+    feats = []
+    for start in range(0, len(files), 64):
+        chunk = files[start:start + 64]
+        images, ok, errors = load_images([root / f for f in chunk], image_size)
+        if errors:
+            raise DatasetError(f"unreadable images: {errors[:3]}")
+        feats.append(features_of.predict(images.astype(np.float32) / 255.0, verbose=0))
+        print(f"features {start + len(chunk)}/{len(files)}", flush=True)
+    features = np.concatenate(feats)
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, files=np.array(files), features=features)
+    return dict(zip(files, features))
+
+
+def run_probe_recipe(features: dict[str, np.ndarray], manifest: dict, seed: int) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """Standardised features -> multinomial logistic regression, balanced class weights; C is
+    the value with the best balanced accuracy on the fold's validation part."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def part(name):
+        items = [it for it in manifest["items"] if it["part"] == name]
+        return ([it["file"] for it in items], np.stack([features[it["file"]] for it in items]),
+                np.array([CLASS_FOLDERS.index(it["class"]) for it in items]))
+
+    (_, x_tr, y_tr), (_, x_va, y_va), (f_te, x_te, y_te) = part("train"), part("val"), part("test")
+    scores = {}
+    for c in (0.001, 0.01, 0.1, 1.0):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced",
+                                                                 random_state=seed))
+        clf.fit(x_tr, y_tr)
+        scores[c] = balanced_accuracy(y_va, clf.predict(x_va))
+    best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=3000, class_weight="balanced",
+                                                             random_state=seed))
+    clf.fit(x_tr, y_tr)
+    return f_te, y_te, clf.predict_proba(x_te), {"C": best, "val_balanced_accuracy_by_C": scores}
+
+
+RECIPE_CHOICES = ("tl-two-stage", "paper", "frozen-probe")
+
+
+def run(args) -> dict:
+    from core.train import device_name, git_commit
+
+    root = resolve_data_dir(args.data)
+    index = scan_dataset(root)
+    scheme = Scheme(args.scheme)
+    folds = make_folds(index.records, args.folds, scheme, args.embargo, args.seed)
+    work = Path(args.work) if args.work else (
+        PROJECT_ROOT / "runs" / "cv" / Path(args.out).stem)
+    work.mkdir(parents=True, exist_ok=True)
+    model_name = args.model or DEFAULT_MODEL[args.recipe]
+    args.model = model_name
+    t0 = time.perf_counter()
+    features = None
+    if args.recipe == "frozen-probe":
+        features = _probe_features(root, index, work, model_name, args.image_size)
+    fold_records, all_files, all_labels, all_probs = [], [], [], []
+    for i, part_of_hash in enumerate(folds):
+        fold_dir = work / f"fold-{i}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        done = fold_dir / "oof.json"
+        manifest = _fold_manifest(index, part_of_hash, i, args)
+        if done.is_file() and args.resume:
+            oof = json.loads(done.read_text())
+            if oof.get("manifest_items") != len(manifest["items"]):
+                raise DatasetError(f"{done} belongs to another dataset or split; use another --work.")
+        else:
+            manifest_path = fold_dir / "manifest.json"
+            save_manifest(manifest, manifest_path)
+            t_fold = time.perf_counter()
+            extra = {}
+            if args.recipe == "frozen-probe":
+                files, labels, probs, extra = run_probe_recipe(features, manifest, args.seed)
+            else:
+                files, labels, probs = run_train_recipe(fold_dir, manifest_path, root, args)
+                run_json = fold_dir / "run.json"
+                if run_json.is_file():
+                    r = json.loads(run_json.read_text())
+                    extra = {k: r.get(k) for k in ("command", "best_epoch", "seconds_per_epoch", "total_seconds",
+                                                   "epochs_run_this_session", "n_train", "n_val")}
+            oof = {"fold": i, "files": files, "labels": np.asarray(labels).tolist(),
+                   "probs": np.asarray(probs).round(6).tolist(), "seconds": time.perf_counter() - t_fold,
+                   "manifest_items": len(manifest["items"]), **extra}
+            done.write_text(json.dumps(oof) + "\n")
+        labels, probs = np.asarray(oof["labels"]), np.asarray(oof["probs"])
+        fold_records.append({
+            "fold": i, "parts": describe_fold(index.records, part_of_hash),
+            "n_test": len(labels), "balanced_accuracy": balanced_accuracy(labels, probs.argmax(1)),
+            **{k: v for k, v in oof.items() if k not in ("files", "labels", "probs", "fold", "manifest_items")},
+        })
+        all_files += oof["files"]
+        all_labels.append(labels)
+        all_probs.append(probs)
+        print(f"fold {i}: balanced accuracy {fold_records[-1]['balanced_accuracy']:.4f} "
+              f"on {len(labels)} test images", flush=True)
+    labels, probs = np.concatenate(all_labels), np.concatenate(all_probs)
+    import keras
+
+    return {
+        "command": " ".join(["python", "-m", "core.crossval", *args.argv]),
+        "scheme": scheme.value, "folds": args.folds, "embargo": args.embargo, "block": args.block,
+        "recipe": args.recipe, "model": model_name, "seed": args.seed, "limit": args.limit,
+        "epochs": args.epochs or None,
+        "data": str(root), "n_images_in_copy": len(index.records),
+        "dataset_note": "this copy holds 2,932 of the 3,256 public images (324 kept back by the project)",
+        "pooled_out_of_fold": pooled_metrics(all_files, labels, probs, args.block, args.seed),
+        "per_fold": fold_records,
+        "anchor": ANCHOR,
+        "git_commit": git_commit(), "device": device_name(), "platform": platform.platform(),
+        "keras_backend": keras.backend.backend(),
+        "wall_seconds_this_call": time.perf_counter() - t0,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "predictions": {"files": all_files, "labels": labels.tolist(), "pred": probs.argmax(1).tolist()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.crossval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help=f"dataset root in the public layout (default: ${DATA_ENV})")
+    p.add_argument("--scheme", choices=[s.value for s in Scheme], default=Scheme.CONTIGUOUS.value)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--embargo", type=int, default=0, help="image numbers left out on each side of a test block")
+    p.add_argument("--block", type=int, default=37, help="capture-block length for the bootstrap interval")
+    p.add_argument("--recipe", choices=RECIPE_CHOICES, default="tl-two-stage")
+    p.add_argument("--model", help="registry name (default: " + ", ".join(
+        f"{r}: {m}" for r, m in DEFAULT_MODEL.items()) + ")")
+    p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
+    p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
+    p.add_argument("--limit", type=int, default=0, help="train on this many images per fold (smoke tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", help="folder for fold runs (default: runs/cv/<out name>)")
+    p.add_argument("--resume", action="store_true", help="keep finished folds from --work")
+    p.add_argument("--out", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    args.argv = argv
+    try:
+        result = run(args)
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"error: a fold's training failed ({exc.returncode}); rerun with --resume", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    pooled = result["pooled_out_of_fold"]
+    lo, hi = pooled["ci95"]["balanced_accuracy"]
+    print(f"{args.scheme}: balanced accuracy {pooled['balanced_accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}), "
+          f"macro-F1 {pooled['macro_f1']:.4f} on {pooled['n_images']} images; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Session-aware folds, the block bootstrap and the cross-validation CLI (frozen probe)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.crossval import (Scheme, block_bootstrap_ci, capture_blocks, capture_number, describe_fold, main,
+                           make_folds)
+from core.dataset import DatasetError, ImageRecord
+from core.labels import CLASS_FOLDERS
+
+from conftest import SAMPLES
+
+PREFIX = {"Benign": "WBC-Benign", "Early": "WBC-Malignant-Early", "Pre": "WBC-Malignant-Pre",
+          "Pro": "WBC-Malignant-Pro"}
+
+
+def records(n_per_class: int = 60, duplicates: tuple[int, int] = (10, 11)) -> list[ImageRecord]:
+    out = []
+    for label in CLASS_FOLDERS:
+        for n in range(1, n_per_class + 1):
+            h = f"{label}-{n}"
+            if label == "Pro" and n == duplicates[1]:  # byte-identical to its neighbour, as Pro-117 = Pro-118
+                h = f"{label}-{duplicates[0]}"
+            out.append(ImageRecord(f"Original/{label}/{PREFIX[label]}-{n:03d}.jpg", label, h))
+    return out
+
+
+def test_capture_number_reads_the_file_name():
+    assert capture_number("Original/Pre/WBC-Malignant-Pre-042.jpg") == 42
+    with pytest.raises(DatasetError, match="capture number"):
+        capture_number("Original/Pre/smear.jpg")
+
+
+@pytest.mark.parametrize("scheme", [Scheme.CONTIGUOUS, Scheme.RANDOM])
+def test_every_image_is_tested_exactly_once_and_copies_stay_together(scheme):
+    recs = records()
+    folds = make_folds(recs, 5, scheme, embargo=5 if scheme is Scheme.CONTIGUOUS else 0)
+    hashes = {r.sha256 for r in recs}
+    tested = [h for f in folds for h, part in f.items() if part == "test"]
+    assert sorted(tested) == sorted(hashes)  # one hash per pair of copies: they share every fold's part
+    for f in folds:
+        assert set(f) == hashes and {"train", "val", "test"} <= set(f.values())
+
+
+def test_contiguous_folds_embargo_the_neighbours_of_the_test_block():
+    recs = records()
+    folds = make_folds(recs, 5, Scheme.CONTIGUOUS, embargo=5)
+    desc = describe_fold(recs, folds[2])["Benign"]
+    assert desc["test"]["ranges"] == [[25, 36]]  # 60 images in 5 blocks: the third is 25..36
+    assert desc["embargo"]["ranges"] == [[20, 24], [37, 41]]
+    # validation is one run right after the embargo; training never touches the embargo zone
+    assert desc["val"]["ranges"][0][0] == 42
+    train = [capture_number(r.file) for r in recs if r.label == "Benign" and folds[2][r.sha256] == "train"]
+    assert not any(20 <= n <= 41 for n in train)
+
+
+def test_random_scheme_refuses_an_embargo():
+    with pytest.raises(ValueError, match="embargo"):
+        make_folds(records(), 5, Scheme.RANDOM, embargo=37)
+
+
+def test_block_bootstrap_interval_brackets_the_estimate_and_widens_with_fewer_blocks():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 200)
+    pred = np.where(rng.random(800) < 0.9, labels, (labels + 1) % 4)
+    files = [f"x-{i % 200:03d}.jpg" for i in range(800)]
+    fine = block_bootstrap_ci(labels, pred, capture_blocks(files, labels, 5), n_boot=300)
+    coarse = block_bootstrap_ci(labels, pred, capture_blocks(files, labels, 50), n_boot=300)
+    lo, hi = fine["balanced_accuracy"]
+    assert lo < 0.9 < hi
+    assert fine["n_blocks"] == 160 and coarse["n_blocks"] == 16
+    assert np.diff(coarse["balanced_accuracy"]) > 0
+
+
+def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(lite0_cache))
+    out = tmp_path / "cv.json"
+    argv = ["--data", str(SAMPLES), "--scheme", "contiguous", "--folds", "2", "--embargo", "1",
+            "--recipe", "frozen-probe", "--image-size", "64", "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    pooled = result["pooled_out_of_fold"]
+    assert pooled["n_images"] == len(result["predictions"]["files"]) > 0
+    assert 0.0 <= pooled["ci95"]["balanced_accuracy"][0] <= pooled["ci95"]["balanced_accuracy"][1] <= 1.0
+    assert result["scheme"] == "contiguous" and result["embargo"] == 1 and result["git_commit"]
+    assert [f["fold"] for f in result["per_fold"]] == [0, 1]
+    # a second call with --resume reuses the finished folds
+    assert main(argv + ["--resume"]) == 0
+    assert json.loads(out.read_text())["pooled_out_of_fold"]["balanced_accuracy"] == pooled["balanced_accuracy"]
