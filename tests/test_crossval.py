@@ -90,3 +90,22 @@ def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeyp
     # a second call with --resume reuses the finished folds
     assert main(argv + ["--resume"]) == 0
     assert json.loads(out.read_text())["pooled_out_of_fold"]["balanced_accuracy"] == pooled["balanced_accuracy"]
+
+
+def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path):
+    from core.audit import FEATURE_GROUPS, main as audit_main, neutralise
+    from core.imageio import read_image
+
+    out = tmp_path / "audit.json"
+    assert audit_main(["--data", str(SAMPLES), "--folds", "2", "--embargo", "1", "--model", "none",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for scheme in ("contiguous, embargo 1", "random"):
+        groups = result["feature_audit"][scheme]
+        assert set(groups) == {*FEATURE_GROUPS, "all four together"}
+        assert all(0.0 <= g["balanced_accuracy"] <= 1.0 and g["n_images"] == 20 for g in groups.values())
+    # the masked copy keeps the stained cells and greys out the slide and the scale-bar corner
+    rgb = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-126.jpg")
+    masked = neutralise(rgb)
+    assert masked.shape == (224, 224, 3) and (masked[-10:, -10:] == 225).all()
+    assert 0.05 < (masked != rgb).any(axis=2).mean() < 0.95
