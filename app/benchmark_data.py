@@ -448,3 +448,73 @@ def default_choice(directory: str | Path | None = None) -> tuple[dict[str, Any],
 
 def to_csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Session-aware cross-validation and the shortcut audit (core.crossval, core.audit)
+
+CV_COLUMNS = ["recipe", "model", "scheme", "protocol", "n_images", "balanced_accuracy", "ci_low", "ci_high",
+              "macro_f1", *[f"recall_{c}" for c in CLASS_FOLDERS], "device", "git_commit", "command"]
+
+
+def load_cv(directory: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every cross-validation result in ``<results>/cv/`` (the audit file excepted), sorted by name."""
+    folder = Path(directory) if directory else results_dir() / "cv"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "pooled_out_of_fold" in data:
+            out.append({**data, "_file": path.name})
+    return out
+
+
+def cv_protocol(r: dict[str, Any]) -> str:
+    if r.get("scheme") == "contiguous":
+        return (f"{r['folds']} contiguous capture-order folds per class, embargo {r['embargo']} image numbers "
+                "(session-aware)")
+    return f"{r['folds']} random image-level folds (paper-style, flatters)"
+
+
+def cv_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per cross-validation result; percentages 0-100."""
+    rows = []
+    for r in results:
+        pooled = r["pooled_out_of_fold"]
+        lo, hi = pooled["ci95"]["balanced_accuracy"]
+        rows.append({
+            "recipe": r["recipe"], "model": r["model"], "scheme": r["scheme"], "protocol": cv_protocol(r),
+            "n_images": pooled["n_images"], "balanced_accuracy": _pct(pooled["balanced_accuracy"]),
+            "ci_low": _pct(lo), "ci_high": _pct(hi), "macro_f1": _pct(pooled["macro_f1"]),
+            **{f"recall_{c}": _pct(pooled["recall"][c]) for c in CLASS_FOLDERS},
+            "device": r.get("device", ""), "git_commit": str(r.get("git_commit", ""))[:10],
+            "command": r.get("command", ""),
+        })
+    return pd.DataFrame(rows, columns=CV_COLUMNS)
+
+
+def load_audit(directory: str | Path | None = None) -> dict[str, Any] | None:
+    path = (Path(directory) if directory else results_dir() / "cv") / "audit.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def audit_tables(audit: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(balanced accuracy % of each simple-feature group per scheme, the model on masked copies %)."""
+    feats = audit["feature_audit"]
+    schemes = list(feats)
+    rows = [{"features": g, "what": audit.get("features", {}).get(g, "all four groups together"),
+             **{s: _pct(feats[s][g]["balanced_accuracy"]) for s in schemes}}
+            for g in feats[schemes[0]]]
+    feature_df = pd.DataFrame(rows, columns=["features", *schemes, "what"])
+    model = audit.get("model_audit")
+    model_df = None
+    if model:
+        model_df = pd.DataFrame([{"copy": k, "accuracy": _pct(v["accuracy"]),
+                                  "balanced_accuracy": _pct(v["balanced_accuracy"])}
+                                 for k, v in model["variants"].items()])
+    return feature_df, model_df

@@ -108,24 +108,29 @@ def gpu_visible() -> bool:
 
 
 @st.cache_data(show_spinner="Diagnosing…", max_entries=512)
-def diagnose_one(name: str, signature: Signature, file_name: str, data: bytes, views: int = 1) -> Diagnosis:
+def diagnose_one(name: str, signature: Signature, file_name: str, data: bytes, views: int = 1,
+                 stain: str = "none") -> Diagnosis:
     """One image's Diagnosis (status, label, probabilities…); never raises for a bad image.
-    `views=8` averages the image's 8 rotations/reflections (the networks are shared, not copied)."""
+    `views=8` averages the image's 8 rotations/reflections; `stain="reinhard"` matches its colours
+    to the training images first (the networks are shared, not copied)."""
+    from core.stain import StainMethod
+
     predictor = _load(name, signature)
-    if views != predictor.views:
-        predictor = dataclasses.replace(predictor, views=views)
+    if views != predictor.views or StainMethod(stain) is not predictor.stain:
+        predictor = dataclasses.replace(predictor, views=views, stain=StainMethod(stain))
     return diagnose(predictor, [(file_name, data)])[0]
 
 
 @st.cache_data(show_spinner="Computing the class activation map…", max_entries=256)
 def cam_heat(name: str, signature: Signature, member: str, data: bytes, class_index: int,
-             method: str) -> np.ndarray:
+             method: str, stain: str = "none") -> np.ndarray:
     """Grad-CAM / Grad-CAM++ heat map of one member for the view-sized image, as uint8 0..255."""
     from core.explain import class_activation_map
 
     predictor = _load(name, signature)
     single = next(m for m in predictor.members if m.name == member)
     rgb, _ = decode_for_view(data)
+    rgb = dataclasses.replace(predictor, stain=stain).model_inputs([rgb])[0]  # what the network saw
     heat = class_activation_map(single.model, rgb, single.image_size, class_index, method)
     return (np.clip(heat, 0.0, 1.0) * 255).round().astype(np.uint8)
 

@@ -17,6 +17,7 @@ import numpy as np
 from core.imageio import to_model_input
 from core.labels import N_CLASSES
 from core.scope import ScopeModel, scope_path
+from core.stain import StainMethod, normalise
 from models.registry import find_weights, get_spec, how_to_get, weights_dirs
 
 DEFAULT_THRESHOLD = 0.7
@@ -87,13 +88,21 @@ class Predictor:
     member_weights: np.ndarray | None = None
     load_seconds: float = 0.0
     views: int = 1  # 8: average over dihedral_views (test-time augmentation), 8x the compute
+    stain: StainMethod = StainMethod.NONE  # REINHARD: match colours to the training images first
 
     @property
     def is_ensemble(self) -> bool:
         return len(self.members) > 1
 
+    def model_inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The images as the networks see them: stain-normalised when that option is on."""
+        if StainMethod(self.stain) is StainMethod.NONE:
+            return images
+        return [normalise(im, self.stain) for im in images]
+
     def predict_members(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Each member's (N, 4) probabilities (a single model is its own only member)."""
+        images = self.model_inputs(images)
         if self.views == 1:
             return {m.name: m.predict_proba(images) for m in self.members}
         if self.views != 8:
@@ -115,6 +124,7 @@ class Predictor:
             return self.predict_members(images), None
         if self.views not in VIEWS:
             raise ValueError(f"views must be one of {VIEWS}")
+        images = self.model_inputs(images)
         expanded = images if self.views == 1 else [v for im in images for v in dihedral_views(im)]
         probs, ratios = {}, []
         for m in self.members:
@@ -219,7 +229,8 @@ def load_single(name: str, weights_path: Path | None = None) -> SingleModel:
     return SingleModel(name, model, size, path, scope=scope)
 
 
-def load_predictor(name: str, weights_path: Path | None = None, views: int = 1) -> Predictor:
+def load_predictor(name: str, weights_path: Path | None = None, views: int = 1,
+                   stain: StainMethod | str = StainMethod.NONE) -> Predictor:
     """A ready `Predictor` for a registry name ("default" allowed). Raises `ModelUnavailable`.
 
     `views=8` averages each image over its 8 rotations/reflections (slower; off by default,
@@ -238,5 +249,5 @@ def load_predictor(name: str, weights_path: Path | None = None, views: int = 1) 
         temperature=float(meta.get("temperature", 1.0)),
         threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)),
         member_weights=np.asarray(weights, dtype=np.float64) if weights else None,
-        load_seconds=time.perf_counter() - t0, views=views,
+        load_seconds=time.perf_counter() - t0, views=views, stain=StainMethod(stain),
     )

@@ -27,6 +27,7 @@ from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.cells import WhiteCells, find_white_cells, training_reference
 from core.smear_check import check_smear
+from core.stain import DEFAULT_ON as STAIN_DEFAULT_ON, StainMethod
 from core.status import Status, explain
 
 CHUNK = 32  # images held at once (each at most HOLD_SIDE px a side): ~100 MB for any number of files
@@ -183,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+", help="image files")
     p.add_argument("--views", type=int, choices=VIEWS, default=1,
                    help="8: average over each image's rotations/reflections (8x slower)")
+    p.add_argument("--stain", choices=[m.value for m in StainMethod],
+                   default=(StainMethod.REINHARD if STAIN_DEFAULT_ON else StainMethod.NONE).value,
+                   help="reinhard: match each image's colours to the training images before the network")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of records")
     out.add_argument("--csv", metavar="OUT", help="write the records as CSV to OUT")
     args = p.parse_args(argv)
     try:
-        predictor = load_predictor(args.model, views=args.views)
+        predictor = load_predictor(args.model, views=args.views, stain=args.stain)
     except (ModelUnavailable, KeyError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ st.title("Diagnose")
 research_notice()
 
 
-def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=None, threshold=None):
+def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=None, threshold=None, stain="none"):
     """One member's heat map for `target` beside (optionally) its probabilities."""
     from core.labels import CLASS_NAMES
 
@@ -25,7 +25,7 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
     from app.imaging import heat_colour, heat_overlay
     from app.models import cam_heat
 
-    heat = cam_heat(name, sig, member, img.data, CLASS_NAMES.index(target), method)
+    heat = cam_heat(name, sig, member, img.data, CLASS_NAMES.index(target), method, stain)
     cols = st.columns([1, 1, 1.5])
     cols[0].image(heat_overlay(rgb, heat, opacity), caption=f"{method}: {target}", width="stretch")
     cols[1].image(heat_colour(heat), caption="heat map alone", width="stretch")
@@ -37,7 +37,7 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
                         "normalised per image, so compare shapes, not absolute colours.")
 
 
-def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
+def show_image(i, img, name, sig, predictor, method, opacity, device, views=1, stain="none"):
     from core.labels import CLASS_NAMES
     from core.status import Status
 
@@ -45,11 +45,12 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
     from app.imaging import decode_for_view, white_cell_overlay, white_cells
     from app.models import diagnose_one
 
-    rec = diagnose_one(name, sig, img.name, img.data, views)
+    rec = diagnose_one(name, sig, img.name, img.data, views, stain)
     truth = f" · dataset label: {img.sample.label}" if img.sample else ""
     st.markdown(f"#### {img.name}")
     timing = (f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms"
-              f"{' · average of 8 rotations/flips' if views == 8 else ''}{truth}")
+              f"{' · average of 8 rotations/flips' if views == 8 else ''}"
+              f"{' · colours matched to the training images (Reinhard)' if stain != 'none' else ''}{truth}")
     if rec.status is Status.ERROR:
         st.error(f"No diagnosis: {rec.message}")
         st.caption(f"Status: **error**{truth}")
@@ -89,18 +90,19 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1):
                           index=CLASS_NAMES.index(rec.label), key=f"{key}_target",
                           help="Default: the predicted class.")
     if not predictor.is_ensemble:
-        show_cam(name, sig, predictor.members[0].name, img, target, method, opacity, rgb, key)
+        show_cam(name, sig, predictor.members[0].name, img, target, method, opacity, rgb, key, stain=stain)
         return
     st.caption("Ensemble: each member's probabilities and heat map (the diagnosis above is their soft vote).")
     tabs = st.tabs([m.name for m in predictor.members])
     for j, (tab, m) in enumerate(zip(tabs, predictor.members)):
         with tab:
             show_cam(name, sig, m.name, img, target, method, opacity, rgb, f"{key}_m{j}",
-                     probs=rec.members.get(m.name), threshold=None)
+                     probs=rec.members.get(m.name), threshold=None, stain=stain)
 
 
 with guarded("diagnosing"):
     from core.explain import METHODS
+    from core.stain import DEFAULT_ON as STAIN_DEFAULT_ON, StainMethod
 
     from app.inputs import image_inputs
     from app.models import device, get_predictor, model_picker, weights_signature
@@ -113,6 +115,11 @@ with guarded("diagnosing"):
             "Average over 8 rotations/flips", key="dx_views",
             help="Test-time augmentation: 8x the compute. The benchmark lists its accuracy separately; "
                  "the default model was chosen and calibrated with one view.") else 1
+        stain = StainMethod.REINHARD.value if st.checkbox(
+            "Match stain colours to the training images", value=STAIN_DEFAULT_ON, key="dx_stain",
+            help="Reinhard normalisation (torchstain) before the network, for smears stained or "
+                 "photographed differently. The Benchmark page shows its measured effect; the model was "
+                 "not trained on normalised images.") else StainMethod.NONE.value
 
     images = image_inputs("dx")
     if name is None:
@@ -129,4 +136,4 @@ with guarded("diagnosing"):
                f"device: {dev}")
     for i, img in enumerate(images):
         with st.container(border=True), guarded(f"showing {img.name}"):
-            show_image(i, img, name, sig, predictor, method, opacity, dev, views)
+            show_image(i, img, name, sig, predictor, method, opacity, dev, views, stain)

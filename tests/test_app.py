@@ -73,7 +73,30 @@ def results_folder(tmp_path_factory, tiny_run, samples_manifest) -> Path:
         shutil.copy(tiny_run / f, run / f)
     (d / "bench_cpu.json").write_text(json.dumps({"device": "CPU: test", "models": [
         {"model": "mobilenetv2-baseline", "images_per_second": 12.5, "batch": 32}]}))
+    write_cross_validation(d / "cv")
     return d
+
+
+def write_cross_validation(folder: Path) -> None:
+    """Two cross-validation files (random 96% and contiguous 80% correct) through the real pooled
+    metrics, and the real audit over the samples (no model)."""
+    from core.audit import main as audit_main
+    from core.crossval import ANCHOR, pooled_metrics
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    files = [f"WBC-x-{i % 50 + 1:03d}.jpg" for i in range(200)]
+    for scheme, right in (("random", 0.96), ("contiguous", 0.80)):
+        pred = np.where(rng.random(200) < right, labels, (labels + 1) % 4)
+        probs = np.eye(4)[pred]
+        (folder / f"{scheme}-tl-two-stage.json").write_text(json.dumps({
+            "scheme": scheme, "folds": 5, "embargo": 37 if scheme == "contiguous" else 0, "recipe": "tl-two-stage",
+            "model": "efficientnet_lite0-tl", "n_images_in_copy": 200, "anchor": ANCHOR, "device": "CPU: test",
+            "git_commit": "abc", "command": f"python -m core.crossval --scheme {scheme}",
+            "pooled_out_of_fold": pooled_metrics(files, labels, probs, block=10)}))
+    assert audit_main(["--data", str(ROOT / "samples"), "--folds", "2", "--embargo", "1", "--model", "none",
+                       "--out", str(folder / "audit.json")]) == 0
 
 
 @pytest.fixture()
@@ -306,6 +329,15 @@ def test_benchmark_page(app_env, media):
     at.multiselect(key="bm_mode").set_value(["tl"]).run()
     no_exceptions(at)
     assert set(at.dataframe[0].value["mode"]) == {"tl"}
+    # The session-aware figures sit beside the paper-style ones, with the anchor and the audit.
+    assert "New patients (session-aware)" in page
+    cv = next(df.value for df in at.dataframe if "protocol" in df.value)
+    assert set(cv["scheme"]) == {"random", "contiguous"}
+    assert "0.968" in page and "shrirudragoud" in page
+    assert "tl-two-stage**: " in page and "on session-aware folds" in page
+    assert "Shortcut audit" in page
+    audit = next(df.value for df in at.dataframe if "features" in df.value)
+    assert "background colour" in set(audit["features"])
 
 
 def test_batch_two_samples_and_a_bad_file(app_env, media):
