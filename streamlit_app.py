@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app.common import DISCLAIMER, guarded, setup_page  # noqa: E402
+from app.common import _, disclaimer, guarded, language_picker, setup_page  # noqa: E402
 
 
 def home() -> None:
@@ -23,17 +23,17 @@ def home() -> None:
     from app.models import device, gpu_visible
 
     st.title(":material/biotech: LeukoScope")
-    st.markdown(
+    st.markdown(_(
         "A workbench for **B-cell acute lymphoblastic leukemia (B-ALL)** on peripheral blood smear (PBS) "
-        f"images. Hematologists upload smear images and get one of four classes — {', '.join(CLASS_NAMES)} — "
+        "images. Hematologists upload smear images and get one of four classes — {classes} — "
         "with what they need to check it: class probabilities, an *uncertain* flag below a validated "
         "confidence threshold, a refusal for pictures that are not smears, HSV cell segmentation and "
-        "Grad-CAM heat maps. Researchers compare the CNNs of the paper below on the same images and "
-        "against the paper's published numbers."
-    )
-    st.warning(f"**{DISCLAIMER}**")
+        "Grad-CAM heat maps, then review, sign and file the case. Researchers compare the CNNs of the paper "
+        "below on the same images and against the paper's published numbers."
+    ).format(classes=", ".join(CLASS_NAMES)))
+    st.warning(f"**{disclaimer()}**")
 
-    with guarded("listing the models"):
+    with guarded(_("listing the models")):
         default = default_model_name()
         rows = []
         for name, spec in REGISTRY.items():
@@ -48,52 +48,58 @@ def home() -> None:
             })
         zoo = pd.DataFrame(rows)
         n_ok = int((zoo["available here"] == "yes").sum())
-        st.subheader(f"Model zoo — {n_ok} of {len(zoo)} available on this machine")
+        st.subheader(_("Model zoo — {n_ok} of {n} available on this machine").format(n_ok=n_ok, n=len(zoo)))
         st.dataframe(zoo, hide_index=True, width="stretch", height=420,
                      column_config={"how to get it": st.column_config.TextColumn(width="large")})
         dirs = ", ".join(f"`{d}`" for d in weights_dirs())
-        st.caption(f"Weights are looked up in {dirs} (first match wins; set ${WEIGHTS_ENV} to add a folder). "
-                   "Modes: baseline = trained from scratch; tl = ImageNet backbone, frozen; ensemble = soft "
-                   "voting of members.")
+        st.caption(_("Weights are looked up in {dirs} (first match wins; set ${env} to add a folder). "
+                     "Modes: baseline = trained from scratch; tl = ImageNet backbone; ensemble = soft "
+                     "voting of members.").format(dirs=dirs, env=WEIGHTS_ENV))
 
     left, right = st.columns(2)
-    with left, guarded("checking this machine"):
-        st.subheader("This machine")
+    with left, guarded(_("checking this machine")):
+        st.subheader(_("This machine"))
         data = os.environ.get(DATA_ENV)
-        st.markdown(f"- **Dataset** (${DATA_ENV}): `{data}`" if data else f"- **Dataset** (${DATA_ENV}): not set")
+        st.markdown(_("- **Dataset** (${env}): `{data}`").format(env=DATA_ENV, data=data) if data
+                    else _("- **Dataset** (${env}): not set").format(env=DATA_ENV))
         dev = device()
-        st.markdown(f"- **GPU visible:** {'yes — ' + dev if gpu_visible() else 'no — running on ' + dev}")
-        st.markdown("- **Uploads** are processed in memory and never written to disk; no telemetry, "
-                    "no external requests.")
+        st.markdown(_("- **GPU visible:** yes — {device}").format(device=dev) if gpu_visible()
+                    else _("- **GPU visible:** no — running on {device}").format(device=dev))
+        st.markdown(_("- **Uploads** are processed in memory and never written to disk unless you save a case "
+                      "to the history folder you choose; no telemetry, no external requests."))
     with right:
-        st.subheader("Data and evaluation")
-        st.markdown(
+        st.subheader(_("Data and evaluation"))
+        st.markdown(_(
             "- One public dataset (3,256 images from 89 patients, Taleqani Hospital, Tehran).\n"
             "- The train/validation/test split is **at image level**: the dataset has **no patient IDs**, "
             "so images of one patient can fall on both sides and the test accuracy may be optimistic "
             "for new patients.\n"
-            "- See **Benchmark** for the split, the number of images and the weights behind every accuracy."
-        )
-    st.subheader("Citations")
-    st.markdown(f"**Paper.** {PAPER_CITATION}")
-    st.markdown(f"**Dataset.** {DATASET_CITATION}")
+            "- See **Benchmark** for the split, the number of images and the weights behind every accuracy, "
+            "and for the session-aware figures a new patient would see."
+        ))
+    st.subheader(_("Citations"))
+    st.markdown(f"**{_('Paper.')}** {PAPER_CITATION}")
+    st.markdown(f"**{_('Dataset.')}** {DATASET_CITATION}")
 
 
 # Streamlit runs this file on every rerun: the navigation, then the chosen page. The URL paths
 # are the names Streamlit infers from the pages/ files, so a deep link such as /Diagnose works
 # on a fresh server too (its very first session resolves the path before st.navigation runs).
 setup_page("Home")
+language_picker()
 pages = [
-    st.Page(home, title="Home", icon=":material/home:", url_path="home", default=True),
-    st.Page("pages/1_Diagnose.py", title="Diagnose", icon=":material/bloodtype:", url_path="Diagnose"),
-    st.Page("pages/2_Segmentation.py", title="Segmentation", icon=":material/blur_on:", url_path="Segmentation"),
-    st.Page("pages/3_Compare_models.py", title="Compare models", icon=":material/compare:",
+    st.Page(home, title=_("Home"), icon=":material/home:", url_path="home", default=True),
+    st.Page("pages/1_Diagnose.py", title=_("Diagnose"), icon=":material/bloodtype:", url_path="Diagnose"),
+    st.Page("pages/6_Case.py", title=_("Case review"), icon=":material/assignment_turned_in:", url_path="Case"),
+    st.Page("pages/7_History.py", title=_("Case history"), icon=":material/history:", url_path="History"),
+    st.Page("pages/5_Batch.py", title=_("Batch"), icon=":material/folder_zip:", url_path="Batch"),
+    st.Page("pages/2_Segmentation.py", title=_("Segmentation"), icon=":material/blur_on:", url_path="Segmentation"),
+    st.Page("pages/3_Compare_models.py", title=_("Compare models"), icon=":material/compare:",
             url_path="Compare_models"),
-    st.Page("pages/4_Benchmark.py", title="Benchmark", icon=":material/leaderboard:", url_path="Benchmark"),
-    st.Page("pages/5_Batch.py", title="Batch", icon=":material/folder_zip:", url_path="Batch"),
+    st.Page("pages/4_Benchmark.py", title=_("Benchmark"), icon=":material/leaderboard:", url_path="Benchmark"),
 ]
 page = st.navigation(pages)
-with guarded("preparing the default model"):
+with guarded(_("preparing the default model")):
     from app.models import start_warm_up
 
     start_warm_up()  # a background thread: the page below is drawn at once, the model is ready sooner

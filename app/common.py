@@ -7,16 +7,46 @@ from typing import Iterator
 
 import streamlit as st
 
+from core.i18n import Language, translator
 from core.imageio import ImageError
 
 log = logging.getLogger("leukoscope.app")
 
 APP_NAME = "LeukoScope"
-DISCLAIMER = (
-    "Research decision aid, not a diagnostic device. Every result must be checked by a "
-    "hematologist; the models were trained on one public dataset (one hospital, one stain) "
-    "split at image level, without patient IDs."
-)
+LANG_KEY = "lang"  # st.session_state key and URL query parameter (?lang=bn survives a reload)
+
+
+def current_language() -> Language:
+    """The language chosen in the sidebar (or by ?lang= in the URL); English by default."""
+    value = st.session_state.get(LANG_KEY) or st.query_params.get(LANG_KEY) or Language.ENGLISH.value
+    try:
+        return Language(value)
+    except ValueError:
+        return Language.ENGLISH
+
+
+def _(text: str) -> str:
+    """The text in the user's language (gettext; English is the source)."""
+    return translator(current_language())(text)
+
+
+def language_picker() -> Language:
+    """English / বাংলা switch in the sidebar; remembered for the session and in the URL."""
+    langs = list(Language)
+    if LANG_KEY not in st.session_state:
+        st.session_state[LANG_KEY] = current_language().value
+    st.sidebar.radio("Language / ভাষা", [x.value for x in langs], key=LANG_KEY, horizontal=True,
+                     format_func=lambda v: Language(v).native_name)
+    st.query_params[LANG_KEY] = st.session_state[LANG_KEY]
+    return current_language()
+
+
+def disclaimer() -> str:
+    return _("Research decision aid, not a diagnostic device. Every result must be checked by a "
+             "hematologist; the models were trained on one public dataset (one hospital, one stain) "
+             "split at image level, without patient IDs.")
+
+
 IMAGE_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 
 
@@ -50,9 +80,9 @@ def plain_message(exc: BaseException, doing: str) -> str:
     if isinstance(exc, (ImageError, ModelUnavailable)):
         return str(exc)
     if isinstance(exc, MemoryError):
-        return f"Out of memory while {doing}. Try fewer or smaller images."
-    return (f"Something went wrong while {doing} ({type(exc).__name__}). "
-            "The details are in the server log; the rest of the app keeps working.")
+        return _("Out of memory while {doing}. Try fewer or smaller images.").format(doing=doing)
+    return _("Something went wrong while {doing} ({error}). The details are in the server log; the rest of "
+             "the app keeps working.").format(doing=doing, error=type(exc).__name__)
 
 
 @contextmanager
@@ -70,4 +100,29 @@ def guarded(doing: str = "showing this page") -> Iterator[None]:
 
 
 def research_notice() -> None:
-    st.caption(f":material/warning: {DISCLAIMER}")
+    st.caption(f":material/warning: {disclaimer()}")
+
+
+def status_label(status) -> str:
+    """A status word in the user's language (the glossary in the README)."""
+    from core.status import Status
+
+    return {Status.ERROR: _("error"), Status.REJECTED: _("rejected"), Status.OUT_OF_SCOPE: _("out of scope"),
+            Status.UNCERTAIN: _("uncertain"), Status.OK: _("ok")}[Status(status)]
+
+
+def status_message(status, message: str) -> str:
+    """The record's one-sentence message; in Bangla the status's translated headline first, with
+    the English detail after it (the reasons are composed in the library in English)."""
+    from core.i18n import Language
+    from core.status import Status
+
+    if current_language() is Language.ENGLISH or not message:
+        return message
+    headline = {Status.ERROR: _("The file could not be used."),
+                Status.REJECTED: _("This does not look like a peripheral blood smear — no diagnosis given."),
+                Status.OUT_OF_SCOPE: _("A blood smear, but unlike any image this model was validated on — no "
+                                       "subtype given."),
+                Status.UNCERTAIN: _("Uncertain — refer this smear to a hematologist for manual review."),
+                Status.OK: ""}[Status(status)]
+    return f"{headline} ({_('details')}: {message})" if headline else message

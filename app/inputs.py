@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from app.common import IMAGE_TYPES
+from app.common import IMAGE_TYPES, _
 from app.imaging import Sample, find_sample, list_samples, sample_label
 
 NO_SAMPLE = "(none)"
@@ -32,17 +32,17 @@ def image_inputs(key: str, multiple: bool = True, default_sample: bool = False) 
     """
     left, right = st.columns([3, 2])
     files = left.file_uploader(
-        "Upload smear image(s)" if multiple else "Upload a smear image",
+        _("Upload smear image(s)") if multiple else _("Upload a smear image"),
         type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload",
-        help="JPEG, PNG, TIFF or BMP. Images are processed in memory and never stored.",
+        help=_("JPEG, PNG, TIFF or BMP. Images are processed in memory and never stored."),
     )
     samples = list_samples()
     options = [NO_SAMPLE, *samples]
     rel = right.selectbox(
-        "…or try a shipped sample" if multiple else "…or use a shipped sample", options,
+        _("…or try a shipped sample") if multiple else _("…or use a shipped sample"), options,
         index=1 if default_sample and samples else 0, key=f"{key}_sample",
-        format_func=lambda r: r if r == NO_SAMPLE else sample_label(r),
-        help="Real images from the test part of the split (never used for training).",
+        format_func=lambda r: _("(none)") if r == NO_SAMPLE else sample_label(r),
+        help=_("Real images from the test part of the split (never used for training)."),
     )
     uploads = files if isinstance(files, list) else ([files] if files else [])
     images = [InputImage(f.name, f.getvalue()) for f in uploads]

@@ -10,10 +10,10 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import guarded, research_notice, setup_page  # noqa: E402
+from app.common import _, guarded, research_notice, setup_page, status_label, status_message  # noqa: E402
 
 setup_page("Diagnose")
-st.title("Diagnose")
+st.title(_("Diagnose"))
 research_notice()
 
 
@@ -28,13 +28,14 @@ def show_cam(name, sig, member, img, target, method, opacity, rgb, key, probs=No
     heat = cam_heat(name, sig, member, img.data, CLASS_NAMES.index(target), method, stain)
     cols = st.columns([1, 1, 1.5])
     cols[0].image(heat_overlay(rgb, heat, opacity), caption=f"{method}: {target}", width="stretch")
-    cols[1].image(heat_colour(heat), caption="heat map alone", width="stretch")
+    cols[1].image(heat_colour(heat), caption=_("heat map alone"), width="stretch")
     if probs:
-        cols[2].plotly_chart(probability_bars(probs, threshold, title=f"{member} probabilities", height=210),
+        cols[2].plotly_chart(probability_bars(probs, threshold, title=_("{member} probabilities").format(member=member),
+                                              height=210),
                              key=f"{key}_bars", config={"displayModeBar": False})
     else:
-        cols[2].caption("Red = regions that raised the score of the target class most; the map is "
-                        "normalised per image, so compare shapes, not absolute colours.")
+        cols[2].caption(_("Red = regions that raised the score of the target class most; the map is "
+                          "normalised per image, so compare shapes, not absolute colours."))
 
 
 def show_image(i, img, name, sig, predictor, method, opacity, device, views=1, stain="none"):
@@ -46,53 +47,60 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1, s
     from app.models import diagnose_one
 
     rec = diagnose_one(name, sig, img.name, img.data, views, stain)
-    truth = f" · dataset label: {img.sample.label}" if img.sample else ""
+    truth = _(" · dataset label: {label}").format(label=img.sample.label) if img.sample else ""
     st.markdown(f"#### {img.name}")
-    timing = (f"Status: **{rec.status}** · ran on {device} in {rec.seconds * 1000:.0f} ms"
-              f"{' · average of 8 rotations/flips' if views == 8 else ''}"
-              f"{' · colours matched to the training images (Reinhard)' if stain != 'none' else ''}{truth}")
+    timing = (_("Status: **{status}** · ran on {device} in {ms} ms").format(
+                  status=status_label(rec.status), device=device, ms=f"{rec.seconds * 1000:.0f}")
+              + (_(" · average of 8 rotations/flips") if views == 8 else "")
+              + (_(" · colours matched to the training images (Reinhard)") if stain != "none" else "") + truth)
     if rec.status is Status.ERROR:
-        st.error(f"No diagnosis: {rec.message}")
-        st.caption(f"Status: **error**{truth}")
+        st.error(_("No diagnosis: {message}").format(message=rec.message))
+        st.caption(_("Status: **{status}**").format(status=status_label(rec.status)) + truth)
         return
     rgb, (w, h) = decode_for_view(img.data)
     if not rec.status.gives_subtype:  # rejected or out of scope: no class, no heat map
         cols = st.columns([1, 3])
         if rec.status is Status.OUT_OF_SCOPE:  # show what was (not) found
-            cols[0].image(white_cell_overlay(img.data), caption=f"original ({w}×{h}), white cells outlined: "
-                          f"{rec.white_cells}", width="stretch")
+            cols[0].image(white_cell_overlay(img.data), caption=_("original ({w}×{h}), white cells outlined: "
+                                                                  "{n}").format(w=w, h=h, n=rec.white_cells),
+                          width="stretch")
         else:
-            cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
-        (cols[1].error if rec.status is Status.REJECTED else cols[1].warning)(rec.message)
-        cols[1].caption(timing + (f" · smear score {rec.smear_score:.2f}" if rec.smear_score is not None else "")
-                        + (f" · distance to the training images {rec.scope_ratio:.2f}× the validated limit"
-                           if rec.scope_ratio is not None else ""))
+            cols[0].image(rgb, caption=_("original ({w}×{h})").format(w=w, h=h), width="stretch")
+        (cols[1].error if rec.status is Status.REJECTED else cols[1].warning)(status_message(rec.status, rec.message))
+        cols[1].caption(timing + (_(" · smear score {score}").format(score=f"{rec.smear_score:.2f}")
+                                  if rec.smear_score is not None else "")
+                        + (_(" · distance to the training images {ratio}× the validated limit").format(
+                            ratio=f"{rec.scope_ratio:.2f}") if rec.scope_ratio is not None else ""))
         return
     if rec.status is Status.OK:
-        st.success(f"**{rec.label}** — confidence {rec.confidence:.1%} (threshold {predictor.threshold:.0%})")
+        st.success(_("**{label}** — confidence {confidence} (threshold {threshold})").format(
+            label=rec.label, confidence=f"{rec.confidence:.1%}", threshold=f"{predictor.threshold:.0%}"))
     else:
-        st.warning(f"**Uncertain — review by a hematologist.** Most likely **{rec.label}** at "
-                   f"{rec.confidence:.1%}, below this model's threshold of {predictor.threshold:.0%}.")
+        st.warning(_("**Uncertain — review by a hematologist.** Most likely **{label}** at {confidence}, below "
+                     "this model's threshold of {threshold}.").format(
+            label=rec.label, confidence=f"{rec.confidence:.1%}", threshold=f"{predictor.threshold:.0%}"))
     st.caption(timing)
 
     cells = white_cells(img.data)
-    size = (f", median {rec.white_cell_diameter_px:.0f} px across" if rec.white_cell_diameter_px else "")
+    size = (_(", median {px} px across").format(px=f"{rec.white_cell_diameter_px:.0f}")
+            if rec.white_cell_diameter_px else "")
     cols = st.columns([1, 1, 1, 1.6])
-    cols[0].image(rgb, caption=f"original ({w}×{h})", width="stretch")
-    cols[1].image(white_cell_overlay(img.data), caption=f"white cells found: {rec.white_cells}{size}",
+    cols[0].image(rgb, caption=_("original ({w}×{h})").format(w=w, h=h), width="stretch")
+    cols[1].image(white_cell_overlay(img.data), caption=_("white cells found: {n}").format(n=rec.white_cells) + size,
                   width="stretch")
-    cols[2].image(cells.mask, caption=f"nuclei mask ({(cells.mask > 0).mean():.0%} of the image)", width="stretch")
+    cols[2].image(cells.mask, caption=_("nuclei mask ({share} of the image)").format(
+        share=f"{(cells.mask > 0).mean():.0%}"), width="stretch")
     cols[3].plotly_chart(probability_bars(rec.probabilities, predictor.threshold),
                          key=f"dx_bars_{i}_{img.digest}", config={"displayModeBar": False})
 
     key = f"dx_{name}_{img.digest}_{i}"
-    target = st.selectbox("Explain which class (heat map target)", CLASS_NAMES,
+    target = st.selectbox(_("Explain which class (heat map target)"), CLASS_NAMES,
                           index=CLASS_NAMES.index(rec.label), key=f"{key}_target",
-                          help="Default: the predicted class.")
+                          help=_("Default: the predicted class."))
     if not predictor.is_ensemble:
         show_cam(name, sig, predictor.members[0].name, img, target, method, opacity, rgb, key, stain=stain)
         return
-    st.caption("Ensemble: each member's probabilities and heat map (the diagnosis above is their soft vote).")
+    st.caption(_("Ensemble: each member's probabilities and heat map (the diagnosis above is their soft vote)."))
     tabs = st.tabs([m.name for m in predictor.members])
     for j, (tab, m) in enumerate(zip(tabs, predictor.members)):
         with tab:
@@ -100,7 +108,7 @@ def show_image(i, img, name, sig, predictor, method, opacity, device, views=1, s
                      probs=rec.members.get(m.name), threshold=None, stain=stain)
 
 
-with guarded("diagnosing"):
+with guarded(_("diagnosing")):
     from core.explain import METHODS
     from core.stain import DEFAULT_ON as STAIN_DEFAULT_ON, StainMethod
 
@@ -109,31 +117,33 @@ with guarded("diagnosing"):
 
     with st.sidebar:
         name = model_picker("dx_model", container=st.sidebar)
-        method = st.radio("Heat map", METHODS, key="dx_method", horizontal=True)
-        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="dx_opacity")
+        method = st.radio(_("Heat map"), METHODS, key="dx_method", horizontal=True)
+        opacity = st.slider(_("Heat-map opacity"), 0.0, 1.0, 0.45, 0.05, key="dx_opacity")
         views = 8 if st.checkbox(
-            "Average over 8 rotations/flips", key="dx_views",
-            help="Test-time augmentation: 8x the compute. The benchmark lists its accuracy separately; "
-                 "the default model was chosen and calibrated with one view.") else 1
+            _("Average over 8 rotations/flips"), key="dx_views",
+            help=_("Test-time augmentation: 8x the compute. The benchmark lists its accuracy separately; "
+                   "the default model was chosen and calibrated with one view.")) else 1
         stain = StainMethod.REINHARD.value if st.checkbox(
-            "Match stain colours to the training images", value=STAIN_DEFAULT_ON, key="dx_stain",
-            help="Reinhard normalisation (torchstain) before the network, for smears stained or "
-                 "photographed differently. The Benchmark page shows its measured effect; the model was "
-                 "not trained on normalised images.") else StainMethod.NONE.value
+            _("Match stain colours to the training images"), value=STAIN_DEFAULT_ON, key="dx_stain",
+            help=_("Reinhard normalisation (torchstain) before the network, for smears stained or "
+                   "photographed differently. The Benchmark page shows its measured effect; the model was "
+                   "not trained on normalised images.")) else StainMethod.NONE.value
 
     images = image_inputs("dx")
     if name is None:
         st.stop()
     if not images:
-        st.info("Upload one or more smear images, or pick a shipped sample, to get a diagnosis.")
+        st.info(_("Upload one or more smear images, or pick a shipped sample, to get a diagnosis. To review, "
+                  "sign and file them as a case, use the Case review page."))
         st.stop()
 
     predictor = get_predictor(name)
     sig = weights_signature(name)
     dev = device()
-    st.caption(f"Model **{predictor.display}** · uncertain below {predictor.threshold:.0%} confidence · "
-               f"temperature {predictor.temperature:.2f} · loaded in {predictor.load_seconds:.1f} s · "
-               f"device: {dev}")
+    st.caption(_("Model **{model}** · uncertain below {threshold} confidence · temperature {temperature} · "
+                 "loaded in {seconds} s · device: {device}").format(
+        model=predictor.display, threshold=f"{predictor.threshold:.0%}", temperature=f"{predictor.temperature:.2f}",
+        seconds=f"{predictor.load_seconds:.1f}", device=dev))
     for i, img in enumerate(images):
-        with st.container(border=True), guarded(f"showing {img.name}"):
+        with st.container(border=True), guarded(_("showing {name}").format(name=img.name)):
             show_image(i, img, name, sig, predictor, method, opacity, dev, views, stain)

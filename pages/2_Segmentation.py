@@ -11,14 +11,14 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import guarded, research_notice, setup_page  # noqa: E402
+from app.common import _, guarded, research_notice, setup_page  # noqa: E402
 
 setup_page("Segmentation")
-st.title("Segmentation")
-st.caption("White cells are found by the colour of their nuclear stain (Giemsa, Wright, Leishman, "
+st.title(_("Segmentation"))
+st.caption(_("White cells are found by the colour of their nuclear stain (Giemsa, Wright, Leishman, "
            "May-Grünwald-Giemsa), measured against the slide's own background, so red cells, their rims and "
            "platelets are left out whatever the lab. Below, the HSV threshold tools reproduce the dataset's own "
-           "segmentation, for research.")
+           "segmentation, for research."))
 research_notice()
 
 

@@ -10,12 +10,12 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import guarded, plain_message, research_notice, setup_page  # noqa: E402
+from app.common import _, guarded, plain_message, research_notice, setup_page  # noqa: E402
 
 setup_page("Compare models")
-st.title("Compare models")
-st.caption("One image through every model with weights on this machine: prediction, confidence, "
-           "Grad-CAM of the predicted class, and time.")
+st.title(_("Compare models"))
+st.caption(_("One image through every model with weights on this machine: prediction, confidence, "
+           "Grad-CAM of the predicted class, and time."))
 research_notice()
 
 GRID = 3

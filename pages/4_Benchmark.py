@@ -10,13 +10,13 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import guarded, setup_page  # noqa: E402
+from app.common import _, guarded, setup_page  # noqa: E402
 
 setup_page("Benchmark")
-st.title("Benchmark")
-st.caption("The paper's tables and confusion matrices (Sultana, Joya & Hasan), with every accuracy recomputed "
+st.title(_("Benchmark"))
+st.caption(_("The paper's tables and confusion matrices (Sultana, Joya & Hasan), with every accuracy recomputed "
            "from its published matrix, beside our own test-split evaluations. Confusion matrices are shown "
-           "with rows = true class, columns = predicted class (the paper prints them transposed).")
+           "with rows = true class, columns = predicted class (the paper prints them transposed)."))
 
 PCT = st.column_config.NumberColumn(format="%.1f")
 
@@ -67,8 +67,9 @@ with guarded("building the benchmark tables"):
     for line in problems:
         st.warning(f"Skipped an evaluation file: {line}")
 
-    tabs = list(st.tabs(["Accuracy", "New patients (session-aware)", "Per class", "Confusion matrices",
-                    "Calibration & robustness", "Training runs", "Speed", "Default choice", "Paper notes"]))
+    tabs = list(st.tabs([_("Accuracy"), _("New patients (session-aware)"), _("Per class"), _("Confusion matrices"),
+                         _("Calibration & robustness"), _("Training runs"), _("Speed"), _("Default choice"),
+                         _("Paper notes")]))
     session_tab = tabs.pop(1)
 
     with tabs[0], guarded("showing the accuracy tables"):

@@ -10,12 +10,12 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.common import IMAGE_TYPES, guarded, research_notice, setup_page  # noqa: E402
+from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, status_label, status_message  # noqa: E402
 
 setup_page("Batch")
-st.title("Batch")
-st.caption("Diagnose many images at once: upload them, or one .zip archive of them (read in memory; "
-           "folders, hidden files and odd names inside are skipped).")
+st.title(_("Batch"))
+st.caption(_("Diagnose many images at once: upload them, or one .zip archive of them (read in memory; "
+             "folders, hidden files and odd names inside are skipped)."))
 research_notice()
 
 THUMBS = 24  # Grad-CAM thumbnails are shown for at most this many images
@@ -32,7 +32,7 @@ def run_batch(name, uploads):
     predictor = get_predictor(name)
     plan = plan_batch(uploads)
     records, thumbs = [], []  # thumbs: (index into records, image bytes)
-    bar = st.progress(0.0, text=f"0 of {len(plan)} files")
+    bar = st.progress(0.0, text=_("{i} of {n} files").format(i=0, n=len(plan)))
     chunk = []
     inputs = plan.iter_inputs()
     for i, (fname, data) in enumerate(inputs, start=1):
@@ -43,12 +43,12 @@ def run_batch(name, uploads):
                     thumbs.append((len(records), d))
                 records.append(rec)
             chunk = []
-            bar.progress(i / len(plan), text=f"{i} of {len(plan)} files")
+            bar.progress(i / len(plan), text=_("{i} of {n} files").format(i=i, n=len(plan)))
     bar.empty()
     return records, plan.notes, thumbs
 
 
-with guarded("running the batch"):
+with guarded(_("running the batch")):
     import pandas as pd
 
     from core.explain import METHODS
@@ -61,15 +61,15 @@ with guarded("running the batch"):
 
     with st.sidebar:
         name = model_picker("batch_model", container=st.sidebar)
-        show_thumbs = st.checkbox(f"Grad-CAM thumbnails (first {THUMBS})", key="batch_thumbs")
-        method = st.radio("Heat map", METHODS, key="batch_method", horizontal=True)
+        show_thumbs = st.checkbox(_("Grad-CAM thumbnails (first {n})").format(n=THUMBS), key="batch_thumbs")
+        method = st.radio(_("Heat map"), METHODS, key="batch_method", horizontal=True)
 
-    files = st.file_uploader("Upload images or a .zip", type=[*IMAGE_TYPES, "zip"], accept_multiple_files=True,
-                             key="batch_upload", help="Images are processed in memory and never stored.")
+    files = st.file_uploader(_("Upload images or a .zip"), type=[*IMAGE_TYPES, "zip"], accept_multiple_files=True,
+                             key="batch_upload", help=_("Images are processed in memory and never stored."))
     if name is None:
         st.stop()
     if not files:
-        st.info("Upload smear images (jpg, jpeg, png, tif, tiff, bmp) or a .zip of them.")
+        st.info(_("Upload smear images (jpg, jpeg, png, tif, tiff, bmp) or a .zip of them."))
         st.stop()
 
     sig = weights_signature(name)
@@ -84,32 +84,34 @@ with guarded("running the batch"):
         st.warning(note)
 
     table = pd.DataFrame([{"file": r.file, "status": r.status.value, "label": r.label or "",
-                           "confidence": r.confidence, "message": r.message, "time (s)": round(r.seconds, 3)}
+                           "confidence": r.confidence, "message": status_message(r.status, r.message),
+                           "time (s)": round(r.seconds, 3)}
                           for r in records], columns=["file", "status", "label", "confidence", "message", "time (s)"])
     counts = table["status"].value_counts()
     m = st.columns(1 + len(Status))
-    m[0].metric("Files", len(table))
+    m[0].metric(_("Files"), len(table))
     for col, status in zip(m[1:], reversed(Status)):  # ok first
-        col.metric(status.value.replace("_", " "), int(counts.get(status.value, 0)))
+        col.metric(status_label(status), int(counts.get(status.value, 0)))
     st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 420),
                  column_config={"confidence": st.column_config.NumberColumn(format="percent"),
                                 "message": st.column_config.TextColumn(width="large")})
-    st.download_button("Download results (CSV)", st.session_state["batch_csv"], file_name="leukoscope_batch.csv",
+    st.download_button(_("Download results (CSV)"), st.session_state["batch_csv"], file_name="leukoscope_batch.csv",
                        mime="text/csv", key="batch_download", on_click="ignore")
-    st.caption(f"Model {name} · device {device()} · uncertain = below the model's confidence threshold: "
-               "refer for review by a hematologist; out of scope = a smear unlike the images the model was "
-               "validated on, no subtype given; rejected = not a blood smear, no diagnosis given.")
+    st.caption(_("Model {model} · device {device} · uncertain = below the model's confidence threshold: "
+                 "refer for review by a hematologist; out of scope = a smear unlike the images the model was "
+                 "validated on, no subtype given; rejected = not a blood smear, no diagnosis given.").format(
+        model=name, device=device()))
 
     if show_thumbs:
         thumbs = st.session_state["batch_thumbs_data"]
         if not thumbs:
-            st.info("No diagnosed images to explain.")
+            st.info(_("No diagnosed images to explain."))
         for start in range(0, len(thumbs), 6):
             cols = st.columns(6)
             for col, (idx, data) in zip(cols, thumbs[start:start + 6]):
                 rec = records[idx]
-                with col, guarded(f"drawing the heat map of {rec.file}"):
-                    rgb, _ = decode_for_view(data)
+                with col, guarded(_("drawing the heat map of {name}").format(name=rec.file)):
+                    rgb, _size = decode_for_view(data)
                     heat = model_cam(name, sig, data, CLASS_NAMES.index(rec.label), method)
                     st.image(heat_overlay(rgb, heat, 0.45), width="stretch",
                              caption=f"{Path(rec.file).name}: {rec.label} {rec.confidence:.0%}")

@@ -1,0 +1,99 @@
+"""English and Bangla: gettext catalogs managed with Babel.
+
+Every word the app and the report show goes through `translator(lang)`; English is the
+source text. Catalogs live in `locales/<lang>/LC_MESSAGES/leukoscope.po` (committed); the
+binary `.mo` is compiled from them on first use (in memory, so nothing is written next to
+the code), or ahead of time by `python -m core.i18n compile`. Class names keep their
+international spelling in every language (see the README's glossary).
+
+    pybabel extract -F babel.cfg -o locales/leukoscope.pot .     # new or changed strings
+    pybabel update -i locales/leukoscope.pot -d locales -D leukoscope
+    python -m core.i18n compile                                    # optional: .mo files
+    python -m core.i18n check                                      # every string translated?
+"""
+from __future__ import annotations
+
+import enum
+import gettext
+import io
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+LOCALES = Path(__file__).resolve().parents[1] / "locales"
+DOMAIN = "leukoscope"
+
+
+class Language(str, enum.Enum):
+    ENGLISH = "en"
+    BANGLA = "bn"
+
+    @property
+    def native_name(self) -> str:
+        return {"en": "English", "bn": "বাংলা"}[self.value]
+
+
+def _po_path(lang: Language) -> Path:
+    return LOCALES / lang.value / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+@lru_cache(maxsize=None)
+def _translations(lang: Language) -> gettext.NullTranslations:
+    if lang is Language.ENGLISH:
+        return gettext.NullTranslations()
+    po, mo = _po_path(lang), _po_path(lang).with_suffix(".mo")
+    if mo.is_file() and (not po.is_file() or mo.stat().st_mtime >= po.stat().st_mtime):
+        with mo.open("rb") as f:
+            return gettext.GNUTranslations(f)
+    if not po.is_file():
+        return gettext.NullTranslations()
+    return gettext.GNUTranslations(io.BytesIO(_compile(po)))
+
+
+def _compile(po: Path) -> bytes:
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with po.open("rb") as f:
+        catalog = read_po(f)
+    buf = io.BytesIO()
+    write_mo(buf, catalog, use_fuzzy=False)
+    return buf.getvalue()
+
+
+def translator(lang: Language | str = Language.ENGLISH) -> Callable[[str], str]:
+    """The gettext function of a language: English text in, the language's text out."""
+    return _translations(Language(lang)).gettext
+
+
+def untranslated(lang: Language | str) -> list[str]:
+    """Message ids of the catalog with no (or a fuzzy) translation."""
+    from babel.messages.pofile import read_po
+
+    with _po_path(Language(lang)).open("rb") as f:
+        catalog = read_po(f)
+    return [m.id for m in catalog if m.id and (not m.string or m.fuzzy)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[0] if argv else "check"
+    langs = [lang for lang in Language if lang is not Language.ENGLISH]
+    if cmd == "compile":
+        for lang in langs:
+            po = _po_path(lang)
+            po.with_suffix(".mo").write_bytes(_compile(po))
+            print(f"wrote {po.with_suffix('.mo')}")
+        return 0
+    if cmd == "check":
+        missing = {lang.value: untranslated(lang) for lang in langs}
+        for lang, ids in missing.items():
+            print(f"{lang}: {len(ids)} untranslated" + "".join(f"\n  {i!r}" for i in ids[:20]))
+        return 1 if any(missing.values()) else 0
+    print("usage: python -m core.i18n [compile|check]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
