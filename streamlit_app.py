@@ -78,8 +78,8 @@ def home() -> None:
             "and for the session-aware figures a new patient would see."
         ))
     st.subheader(_("Citations"))
-    st.markdown(f"**{_('Paper.')}** {PAPER_CITATION}")
-    st.markdown(f"**{_('Dataset.')}** {DATASET_CITATION}")
+    st.markdown(_("**Paper.** {citation}").format(citation=PAPER_CITATION))
+    st.markdown(_("**Dataset.** {citation}").format(citation=DATASET_CITATION))
 
 
 # Streamlit runs this file on every rerun: the navigation, then the chosen page. The URL paths

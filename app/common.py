@@ -125,4 +125,4 @@ def status_message(status, message: str) -> str:
                                        "subtype given."),
                 Status.UNCERTAIN: _("Uncertain — refer this smear to a hematologist for manual review."),
                 Status.OK: ""}[Status(status)]
-    return f"{headline} ({_('details')}: {message})" if headline else message
+    return _("{headline} (details: {message})").format(headline=headline, message=message) if headline else message

@@ -494,3 +494,70 @@ def test_benchmark_labels_offline_transfer_learning_apart_from_the_paper():
     lite = bd.reproduce_command("efficientnet_lite0-tl")
     assert "--recipe tl-two-stage" in lite and "internet" not in lite
     assert "internet" in bd.reproduce_command("vgg19-tl")
+
+
+def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, monkeypatch):
+    """The hematologist's whole flow: create a case, upload three images, reclassify one with a
+    reason, sign, download the PDF, find the case in the history after a restart, read it in Bangla."""
+    from core.case import CaseStatus, Decision
+
+    history = tmp_path / "history"
+    monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(history))
+    at = app("pages/6_Case.py").run()
+    no_exceptions(at)
+    at.text_input(key="case_specimen").input("BM-2026-001")
+    at.text_input(key="case_patient").input("ward 3, bed 12")
+    at.button(key="case_create").click().run()
+    no_exceptions(at)
+    case = at.session_state["case"]
+    cid = case.case_id
+    at.checkbox(key="history_on").check().run()
+    three = [SAMPLE_A, SAMPLE_B, SAMPLES / "Pro" / "WBC-Malignant-Pro-613.jpg"]
+    at.file_uploader(key=f"case_upload_{cid}").set_value(
+        [(p.name, p.read_bytes(), "image/jpeg") for p in three]).run()
+    no_exceptions(at)
+    case = at.session_state["case"]
+    assert [im.analysis.file_name for im in case.images] == [p.name for p in three]
+    assert all(len(im.analysis.weights) == 1 and im.thumbnail for im in case.images)
+
+    # Reclassify image 1: refused without a reason, accepted with one.
+    suggested = case.images[0].analysis.suggested_label
+    other = next(c for c in CLASS_FOLDERS if c != suggested)
+    at.radio(key=f"case_dec_{cid}_0").set_value(Decision.RECLASSIFIED.value)
+    at.selectbox(key=f"case_cls_{cid}_0").set_value(other)
+    at.button(key=f"case_save_{cid}_0").click().run()
+    assert any("reason" in e.value.lower() for e in at.error) and case.images[0].review is None
+    at.text_input(key=f"case_why_{cid}_0").input("blast nuclei are not cleaved; hematogone pattern")
+    at.button(key=f"case_save_{cid}_0").click().run()
+    no_exceptions(at)
+    assert case.images[0].review.decision is Decision.RECLASSIFIED and case.images[0].final_label == other
+    assert at.button(key="case_sign").disabled  # two images still undecided
+    for i in (1, 2):
+        choice = Decision.CONFIRMED if case.images[i].analysis.suggested_label else Decision.UNUSABLE
+        at.radio(key=f"case_dec_{cid}_{i}").set_value(choice.value)
+        at.button(key=f"case_save_{cid}_{i}").click().run()
+        no_exceptions(at)
+    at.text_input(key="case_reviewer").input("Dr. N. Rahman")
+    at.button(key="case_sign").click().run()
+    no_exceptions(at)
+    assert case.status is CaseStatus.SIGNED and case.signed_by == "Dr. N. Rahman"
+    assert "Signed by Dr. N. Rahman" in texts(at)
+    pdf = download_bytes(media, next(b for b in at.download_button if b.proto.label.endswith("(PDF)")))
+    assert pdf.startswith(b"%PDF")
+
+    # A restart of the app: a new session finds the signed case in the history.
+    hist = app("pages/7_History.py").run()
+    no_exceptions(hist)
+    listed = hist.dataframe[0].value
+    assert list(listed["specimen_id"]) == ["BM-2026-001"]
+    assert "Signed by Dr. N. Rahman" in texts(hist)
+    assert "blast nuclei are not cleaved" in hist.dataframe[1].value.to_string()
+    assert not list(history.glob("*.jpg"))  # images are not kept unless ticked
+
+    # Bangla: the same page's labels in Bangla, class names in their international spelling.
+    bn = app("pages/6_Case.py")
+    bn.session_state["lang"] = "bn"
+    bn.run()
+    no_exceptions(bn)
+    assert bn.title[0].value == "কেস পর্যালোচনা"
+    assert bn.text_input(key="case_specimen").label == "নমুনা আইডি"

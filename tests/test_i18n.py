@@ -58,3 +58,15 @@ def test_pages_switch_to_bangla():
     assert not at.exception
     assert at.title[0].value == "একসঙ্গে অনেক ছবি"
     assert any("হেমাটোলজিস্ট" in c.value for c in at.caption)  # the research-use notice
+
+
+def test_no_translation_call_hides_inside_an_f_string():
+    """Babel's extractor (Python 3.11) cannot see _() inside an f-string's braces: such text would
+    never reach the catalog. Format a translated template instead: _("… {x}").format(x=…)."""
+    import re as _re
+
+    sources = [ROOT / "streamlit_app.py", *(ROOT / "app").glob("*.py"), *(ROOT / "pages").glob("*.py"),
+               ROOT / "core" / "report.py", ROOT / "core" / "case.py"]
+    offenders = [f"{p.name}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if _re.search(r"""\bf["'][^"']*\{_\(""", line)]
+    assert not offenders, offenders
