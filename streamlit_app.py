@@ -82,21 +82,22 @@ def home() -> None:
     st.markdown(_("**Dataset.** {citation}").format(citation=DATASET_CITATION))
 
 
-# Streamlit runs this file on every rerun: the navigation, then the chosen page. The URL paths
-# are the names Streamlit infers from the pages/ files, so a deep link such as /Diagnose works
-# on a fresh server too (its very first session resolves the path before st.navigation runs).
+# Streamlit runs this file on every rerun: the navigation (with the language switch), then the
+# chosen page. The pages live in app_pages/, not pages/: a pages/ folder makes Streamlit serve a
+# deep link such as /Case in a new session from that folder without running this file, so the
+# menu, the language and the warm-up were missing there.
 setup_page("Home")
 language_picker()
 pages = [
     st.Page(home, title=_("Home"), icon=":material/home:", url_path="home", default=True),
-    st.Page("pages/1_Diagnose.py", title=_("Diagnose"), icon=":material/bloodtype:", url_path="Diagnose"),
-    st.Page("pages/6_Case.py", title=_("Case review"), icon=":material/assignment_turned_in:", url_path="Case"),
-    st.Page("pages/7_History.py", title=_("Case history"), icon=":material/history:", url_path="History"),
-    st.Page("pages/5_Batch.py", title=_("Batch"), icon=":material/folder_zip:", url_path="Batch"),
-    st.Page("pages/2_Segmentation.py", title=_("Segmentation"), icon=":material/blur_on:", url_path="Segmentation"),
-    st.Page("pages/3_Compare_models.py", title=_("Compare models"), icon=":material/compare:",
+    st.Page("app_pages/1_Diagnose.py", title=_("Diagnose"), icon=":material/bloodtype:", url_path="Diagnose"),
+    st.Page("app_pages/6_Case.py", title=_("Case review"), icon=":material/assignment_turned_in:", url_path="Case"),
+    st.Page("app_pages/7_History.py", title=_("Case history"), icon=":material/history:", url_path="History"),
+    st.Page("app_pages/5_Batch.py", title=_("Batch"), icon=":material/folder_zip:", url_path="Batch"),
+    st.Page("app_pages/2_Segmentation.py", title=_("Segmentation"), icon=":material/blur_on:", url_path="Segmentation"),
+    st.Page("app_pages/3_Compare_models.py", title=_("Compare models"), icon=":material/compare:",
             url_path="Compare_models"),
-    st.Page("pages/4_Benchmark.py", title=_("Benchmark"), icon=":material/leaderboard:", url_path="Benchmark"),
+    st.Page("app_pages/4_Benchmark.py", title=_("Benchmark"), icon=":material/leaderboard:", url_path="Benchmark"),
 ]
 page = st.navigation(pages)
 with guarded(_("preparing the default model")):

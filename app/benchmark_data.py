@@ -453,8 +453,9 @@ def to_csv(df: pd.DataFrame) -> bytes:
 # --------------------------------------------------------------------------------------------
 # Session-aware cross-validation and the shortcut audit (core.crossval, core.audit)
 
-CV_COLUMNS = ["recipe", "model", "scheme", "protocol", "n_images", "balanced_accuracy", "ci_low", "ci_high",
-              "macro_f1", *[f"recall_{c}" for c in CLASS_FOLDERS], "device", "git_commit", "command"]
+CV_COLUMNS = ["scheme", "recipe", "balanced_accuracy", "ci_low", "ci_high", "macro_f1",
+              *[f"recall_{c}" for c in CLASS_FOLDERS], "n_images", "model", "protocol", "device", "git_commit",
+              "command"]
 
 
 def load_cv(directory: str | Path | None = None) -> list[dict[str, Any]]:

@@ -148,23 +148,25 @@ def class_index(display: str) -> int:
     return CLASS_NAMES.index(display)
 
 
-def model_picker(key: str, label: str = "Model", container=st) -> str | None:
+def model_picker(key: str, label: str | None = None, container=st) -> str | None:
     """Selectbox over the models with weights on this machine (default: ?model= of the URL, else the
     shipped default),
     with the missing ones listed, greyed out, with how to get them. None when none is available."""
+    from app.common import _
+
     avail, missing = model_lists()
     if not avail:
-        container.error("No trained model weights on this machine, so no diagnosis can be made. "
-                        f"{how_to_get(default_model_name())}")
+        container.error(_("No trained model weights on this machine, so no diagnosis can be made. {how}").format(
+            how=how_to_get(default_model_name())))
     else:
         # ?model=<name> in the URL preselects a model (shareable links; the browser test uses it).
         wanted = st.query_params.get("model")
         default = wanted if wanted in avail else default_model_name()
         index = avail.index(default) if default in avail else 0
-        container.selectbox(label, avail, index=index, key=key, format_func=display_name,
-                            help="Only models whose trained weights are on this machine can be chosen.")
+        container.selectbox(label or _("Model"), avail, index=index, key=key, format_func=display_name,
+                            help=_("Only models whose trained weights are on this machine can be chosen."))
     if missing:
-        with container.expander(f"Not on this machine ({len(missing)})"):
+        with container.expander(_("Not on this machine ({n})").format(n=len(missing))):
             for n in missing:
                 st.markdown(f"<span style='color:#999'>{display_name(n)}</span>", unsafe_allow_html=True)
                 st.caption(how_to_get(n))

@@ -6,7 +6,7 @@ The CLI analyses the files and prints them unreviewed and unsigned (there is no 
 on the command line; the name is printed as "prepared by"). The app renders reviewed and
 signed cases with the same `render_pdf`.
 
-Fonts ship in core/data/fonts (Noto Sans, Noto Sans Bengali; SIL Open Font License): Noto
+Fonts ship in static/fonts (Noto Sans, Noto Sans Bengali; SIL Open Font License): Noto
 Sans is the main font and Noto Sans Bengali its fallback, with HarfBuzz text shaping on, since
 Bangla conjuncts and vowel signs need shaping to render. Every text the report shows goes
 through core.i18n's translator; class names keep their international spelling.
@@ -31,7 +31,7 @@ from core.i18n import Language, translator
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.status import Status
 
-FONTS = Path(__file__).resolve().parent / "data" / "fonts"
+FONTS = Path(__file__).resolve().parents[1] / "static" / "fonts"  # one copy: the PDF embeds them, the app serves them
 FONT = "NotoSans"
 FONT_BENGALI = "NotoSansBengali"
 THUMB_MM = 40.0  # longer side of each printed thumbnail

@@ -190,7 +190,7 @@ def test_front_door_lists_the_zoo(app_env):
 
 
 def test_diagnose_upload_sample_and_bad_file(app_env):
-    at = app("pages/1_Diagnose.py").run()
+    at = app("app_pages/1_Diagnose.py").run()
     no_exceptions(at)
     assert "Upload one or more smear images" in texts(at)
     at.file_uploader(key="dx_upload").set_value([
@@ -227,7 +227,7 @@ def test_diagnose_upload_sample_and_bad_file(app_env):
 
 
 def test_diagnose_with_eight_views_is_labelled(app_env):
-    at = app("pages/1_Diagnose.py").run()
+    at = app("app_pages/1_Diagnose.py").run()
     at.selectbox(key="dx_sample").set_value("Early/WBC-Malignant-Early-457.jpg")
     at.run()
     no_exceptions(at)
@@ -248,7 +248,7 @@ def test_diagnose_ensemble_shows_each_member(app_env, monkeypatch):
     spec = ModelSpec("mdx", "ensemble", "ensemble", "MDX (test: 2 x MobileNetV2)",
                      members=("mobilenetv2-baseline", "mobilenetv2-baseline"))
     monkeypatch.setitem(models.registry.REGISTRY, "mdx", spec)
-    at = app("pages/1_Diagnose.py").run()
+    at = app("app_pages/1_Diagnose.py").run()
     at.selectbox(key="dx_model").set_value("mdx")
     at.selectbox(key="dx_sample").set_value("Early/WBC-Malignant-Early-457.jpg")
     at.run()
@@ -260,7 +260,7 @@ def test_diagnose_ensemble_shows_each_member(app_env, monkeypatch):
 
 
 def test_segmentation_page(app_env):
-    at = app("pages/2_Segmentation.py").run()
+    at = app("app_pages/2_Segmentation.py").run()
     no_exceptions(at)
 
     def metric(label: str) -> str:
@@ -295,7 +295,7 @@ def test_segmentation_page(app_env):
 def test_compare_models_one_card_per_model(app_env):
     from models.registry import available_models
 
-    at = app("pages/3_Compare_models.py").run()
+    at = app("app_pages/3_Compare_models.py").run()
     no_exceptions(at)
     rows = at.session_state["cmp_results"]
     assert [r["model"] for r in rows] == available_models() == ["mobilenetv2-baseline"]
@@ -305,7 +305,7 @@ def test_compare_models_one_card_per_model(app_env):
 
 
 def test_benchmark_page(app_env, media):
-    at = app("pages/4_Benchmark.py").run()
+    at = app("app_pages/4_Benchmark.py").run()
     no_exceptions(at)
     page = texts(at)
     assert "863/896 = 96.3%" in page  # DEX: stated 99 %, its own matrix says 96.3 %
@@ -341,7 +341,7 @@ def test_benchmark_page(app_env, media):
 
 
 def test_batch_two_samples_and_a_bad_file(app_env, media):
-    at = app("pages/5_Batch.py").run()
+    at = app("app_pages/5_Batch.py").run()
     no_exceptions(at)
     at.file_uploader(key="batch_upload").set_value([
         ("a.jpg", SAMPLE_A.read_bytes(), "image/jpeg"),
@@ -503,7 +503,7 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
 
     history = tmp_path / "history"
     monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(history))
-    at = app("pages/6_Case.py").run()
+    at = app("app_pages/6_Case.py").run()
     no_exceptions(at)
     at.text_input(key="case_specimen").input("BM-2026-001")
     at.text_input(key="case_patient").input("ward 3, bed 12")
@@ -546,7 +546,7 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     assert pdf.startswith(b"%PDF")
 
     # A restart of the app: a new session finds the signed case in the history.
-    hist = app("pages/7_History.py").run()
+    hist = app("app_pages/7_History.py").run()
     no_exceptions(hist)
     listed = hist.dataframe[0].value
     assert list(listed["specimen_id"]) == ["BM-2026-001"]
@@ -555,7 +555,7 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     assert not list(history.glob("*.jpg"))  # images are not kept unless ticked
 
     # Bangla: the same page's labels in Bangla, class names in their international spelling.
-    bn = app("pages/6_Case.py")
+    bn = app("app_pages/6_Case.py")
     bn.session_state["lang"] = "bn"
     bn.run()
     no_exceptions(bn)

@@ -52,7 +52,7 @@ def test_translator_per_language():
 def test_pages_switch_to_bangla():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "5_Batch.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "5_Batch.py"), default_timeout=120)
     at.session_state["lang"] = "bn"
     at.run()
     assert not at.exception
@@ -65,7 +65,7 @@ def test_no_translation_call_hides_inside_an_f_string():
     never reach the catalog. Format a translated template instead: _("… {x}").format(x=…)."""
     import re as _re
 
-    sources = [ROOT / "streamlit_app.py", *(ROOT / "app").glob("*.py"), *(ROOT / "pages").glob("*.py"),
+    sources = [ROOT / "streamlit_app.py", *(ROOT / "app").glob("*.py"), *(ROOT / "app_pages").glob("*.py"),
                ROOT / "core" / "report.py", ROOT / "core" / "case.py"]
     offenders = [f"{p.name}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
                  if _re.search(r"""\bf["'][^"']*\{_\(""", line)]
