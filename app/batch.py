@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable, Iterator
 
-from core.imageio import MAX_BYTES, ImageError
+from core.imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_TOTAL_BYTES = 500 * 2**20
 MAX_NAME_LEN = 255
@@ -121,7 +120,7 @@ def expand_zip(zip_name: str, data: bytes, plan: BatchPlan) -> None:
         what = ", ".join(f"{n} × {r}" for r, n in sorted(skipped.items()))
         plan.notes.append(f"{zip_name}: skipped {what}.")
     if kept == 0:
-        plan.notes.append(f"{zip_name}: no image files (jpg, jpeg, png, tif, tiff, bmp) inside.")
+        plan.notes.append(f"{zip_name}: no image files ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}) inside.")
 
 
 def plan_batch(uploads: list[tuple[str, bytes]]) -> BatchPlan:

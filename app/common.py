@@ -8,7 +8,7 @@ from typing import Iterator
 import streamlit as st
 
 from core.i18n import Language, translator
-from core.imageio import ImageError
+from core.imageio import IMAGE_SUFFIXES, ImageError
 
 log = logging.getLogger("leukoscope.app")
 
@@ -47,7 +47,7 @@ def disclaimer() -> str:
              "split at image level, without patient IDs.")
 
 
-IMAGE_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
+IMAGE_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # for st.file_uploader
 
 
 def app_icon():

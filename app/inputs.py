@@ -34,7 +34,7 @@ def image_inputs(key: str, multiple: bool = True, default_sample: bool = False) 
     files = left.file_uploader(
         _("Upload smear image(s)") if multiple else _("Upload a smear image"),
         type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload",
-        help=_("JPEG, PNG, TIFF or BMP. Images are processed in memory and never stored."),
+        help=_("JPEG, PNG, TIFF, BMP or WebP. Images are processed in memory and never stored."),
     )
     samples = list_samples()
     options = [NO_SAMPLE, *samples]
@@ -45,7 +45,14 @@ def image_inputs(key: str, multiple: bool = True, default_sample: bool = False) 
         help=_("Real images from the test part of the split (never used for training)."),
     )
     uploads = files if isinstance(files, list) else ([files] if files else [])
-    images = [InputImage(f.name, f.getvalue()) for f in uploads]
+    images, seen = [], set()
+    for f in uploads:  # the same picture uploaded twice is diagnosed once
+        item = InputImage(f.name, f.getvalue())
+        if item.digest in seen:
+            st.caption(_("{name} is the same image as one above; shown once.").format(name=f.name))
+            continue
+        seen.add(item.digest)
+        images.append(item)
     sample = find_sample(None if rel == NO_SAMPLE else rel)
     if sample is not None and (multiple or not images):
         images.append(InputImage(sample.name, sample.read(), sample))

@@ -98,7 +98,7 @@ def get_predictor(name: str) -> Predictor:
 @st.cache_resource(show_spinner=False)
 def device() -> str:
     """The accelerator (or CPU) TensorFlow runs on, asked once per process."""
-    from core.train import device_name
+    from core.provenance import device_name
 
     return device_name()
 

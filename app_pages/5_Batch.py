@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,11 @@ with guarded(_("running the batch")):
 
     from core.explain import METHODS
     from core.labels import CLASS_NAMES
-    from core.predict import records_to_csv
+    from core.predict import provenance, records_to_csv
     from core.status import Status
 
     from app.imaging import decode_for_view, heat_overlay
-    from app.models import device, model_cam, model_picker, weights_signature
+    from app.models import device, get_predictor, model_cam, model_picker, weights_signature
 
     with st.sidebar:
         name = model_picker("batch_model", container=st.sidebar)
@@ -69,7 +70,7 @@ with guarded(_("running the batch")):
     if name is None:
         st.stop()
     if not files:
-        st.info(_("Upload smear images (jpg, jpeg, png, tif, tiff, bmp) or a .zip of them."))
+        st.info(_("Upload smear images ({types}) or a .zip of them.").format(types=", ".join(IMAGE_TYPES)))
         st.stop()
 
     sig = weights_signature(name)
@@ -78,7 +79,8 @@ with guarded(_("running the batch")):
         uploads = [(f.name, f.getvalue()) for f in files]
         records, notes, thumbs = run_batch(name, uploads)
         st.session_state.update(batch_job=job, batch_records=records, batch_notes=notes, batch_thumbs_data=thumbs,
-                                batch_csv=records_to_csv(records))
+                                batch_csv=records_to_csv(records, provenance(get_predictor(name))),
+                                batch_stamp=time.strftime("%Y%m%d-%H%M"))
     records = st.session_state["batch_records"]
     for note in st.session_state["batch_notes"]:
         st.warning(note)
@@ -95,7 +97,8 @@ with guarded(_("running the batch")):
     st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 420),
                  column_config={"confidence": st.column_config.NumberColumn(format="percent"),
                                 "message": st.column_config.TextColumn(width="large")})
-    st.download_button(_("Download results (CSV)"), st.session_state["batch_csv"], file_name="leukoscope_batch.csv",
+    st.download_button(_("Download results (CSV)"), st.session_state["batch_csv"],
+                       file_name=f"leukoscope_batch_{name}_{st.session_state['batch_stamp']}.csv",
                        mime="text/csv", key="batch_download", on_click="ignore")
     st.caption(_("Model {model} · device {device} · uncertain = below the model's confidence threshold: "
                  "refer for review by a hematologist; out of scope = a smear unlike the images the model was "

@@ -48,7 +48,7 @@ def add_uploads(case, name: str, keep_images: bool) -> None:
 
     files = st.file_uploader(_("Add smear images to this case"), type=IMAGE_TYPES, accept_multiple_files=True,
                              key=f"case_upload_{case.case_id}",
-                             help=_("JPEG, PNG, TIFF or BMP. Images are processed in memory."))
+                             help=_("JPEG, PNG, TIFF, BMP or WebP. Images are processed in memory."))
     seen = st.session_state.setdefault("case_seen_uploads", set())
     new = [f for f in files or [] if f.file_id not in seen]
     if not new:
@@ -101,8 +101,10 @@ def review_image(case, i: int, item) -> None:
         with st.form(f"case_decide_{case.case_id}_{i}"):
             decision = st.radio(_("Your decision"), options, horizontal=True, key=f"case_dec_{case.case_id}_{i}",
                                 format_func=decision_label)
-            label = st.selectbox(_("Final class (when reclassifying)"), class_choices(), format_func=class_name,
-                                 key=f"case_cls_{case.case_id}_{i}")
+            choices = class_choices()  # preselect the first class that is not the suggestion
+            first_other = next(j for j, c in enumerate(choices) if c != a.suggested_label)
+            label = st.selectbox(_("Final class (when reclassifying)"), choices, index=first_other,
+                                 format_func=class_name, key=f"case_cls_{case.case_id}_{i}")
             reason = st.text_input(_("Reason (required when reclassifying)"), key=f"case_why_{case.case_id}_{i}")
             if st.form_submit_button(_("Save decision"), key=f"case_save_{case.case_id}_{i}"):
                 try:
@@ -114,9 +116,8 @@ def review_image(case, i: int, item) -> None:
 
 def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
     from core.case import CaseError
-    from core.history import HistoryError
 
-    from app.cases import class_name, history_store
+    from app.cases import class_name
 
     s = case.summary()
     st.subheader(_("Case summary"))
@@ -144,15 +145,31 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
         if st.form_submit_button(_("Sign the case"), type="primary", disabled=not ready, key="case_sign"):
             try:
                 case.sign(reviewer)
-                if history_on:
-                    history_store(folder).save(case, who=case.signed_by, keep_images=keep_images)
-                    st.session_state["case_saved_to"] = str(folder)
-                st.rerun()
             except CaseError as exc:
                 st.error(str(exc))
-            except (HistoryError, OSError) as exc:
-                st.error(_("The case is signed but could not be saved to the history folder: {error}").format(
-                    error=getattr(exc, "strerror", None) or exc))
+            else:
+                if history_on:
+                    save_to_history(case, folder, keep_images)
+                st.rerun()
+
+
+def save_to_history(case, folder, keep_images: bool) -> bool:
+    """Write the signed case to the history; on failure say why in one sentence and keep the case
+    in this session (the Case review page then offers to try again)."""
+    from core.history import HistoryError
+
+    from app.cases import history_store
+
+    try:
+        history_store(folder).save(case, who=case.signed_by, keep_images=keep_images)
+    except (HistoryError, OSError, ValueError) as exc:
+        st.session_state["case_save_error"] = _(
+            "The case is signed but could not be saved to the history folder: {error}").format(
+            error=getattr(exc, "strerror", None) or exc)
+        return False
+    st.session_state.pop("case_save_error", None)
+    st.session_state["case_saved"] = (case.case_id, str(folder))
+    return True
 
 
 with guarded(_("showing the case")):
@@ -183,6 +200,14 @@ with guarded(_("showing the case")):
         with st.container(border=True), guarded(_("showing {name}").format(name=item.analysis.file_name)):
             review_image(case, i, item)
     summary_and_sign(case, history_on, folder, keep_images)
-    if st.session_state.get("case_saved_to") and case.status.value == "signed":
-        st.caption(_("Saved to the case history in {folder}.").format(folder=st.session_state["case_saved_to"]))
+    if case.status.value == "signed":
+        saved = st.session_state.get("case_saved")
+        if saved and saved[0] == case.case_id:
+            st.caption(_("Saved to the case history in {folder}.").format(folder=saved[1]))
+        elif history_on:
+            if st.session_state.get("case_save_error"):
+                st.error(st.session_state["case_save_error"])
+            if st.button(_("Save to the case history"), key="case_save_history"):
+                save_to_history(case, folder, keep_images)
+                st.rerun()
     case_downloads(case, f"case_dl_{case.case_id}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "cv" / "audit.json"))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    from core.train import device_name, git_commit
+    from core.provenance import run_header
 
     t0 = time.perf_counter()
     try:
@@ -165,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                    args.embargo, args.seed),
                  "random": make_folds(index.records, args.folds, Scheme.RANDOM, 0, args.seed)}
         result = {
-            "command": " ".join(["python", "-m", "core.audit", *argv]),
             "data": str(root), "n_images": len(index.records), "folds": args.folds, "embargo": args.embargo,
             "seed": args.seed,
             "features": {"background colour": "median RGB and HSV of the pixels outside the stained cells",
@@ -181,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result.update(git_commit=git_commit(), device=device_name(), platform=platform.platform(),
-                  seconds=time.perf_counter() - t0, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    result.update(run_header("core.audit", argv), seconds=time.perf_counter() - t0)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the input pipeline against a MobileNetV2 training step (prints JSON)")
     args = p.parse_args(argv)
     if args.pipeline:
-        from core.train import device_name
+        from core.provenance import device_name
 
         print(json.dumps({**bench_pipeline(), "device": device_name()}, indent=1))
         return 0
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from core.inference import ModelUnavailable
-    from core.train import device_name, git_commit
+    from core.provenance import device_name, git_commit
     from models.registry import available_models, default_model_name
 
     if args.models:

@@ -308,7 +308,7 @@ RECIPE_CHOICES = ("tl-two-stage", "paper", "frozen-probe")
 
 
 def run(args) -> dict:
-    from core.train import device_name, git_commit
+    from core.provenance import device_name, git_commit
 
     root = resolve_data_dir(args.data)
     index = scan_dataset(root)

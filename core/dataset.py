@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from core.imageio import IMAGE_SUFFIXES
 from core.labels import CLASS_FOLDERS
 from models.convert import file_sha256
 
 DATA_ENV = "LEUKOSCOPE_DATA"
 # Smear images from another laboratory (development only, never a training class), e.g. the PBC subset.
 OTHER_LAB_ENV = "LEUKOSCOPE_OTHER_LAB"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = PROJECT_ROOT / "benchmarks" / "split_manifest.json"
 MANIFEST_VERSION = 1

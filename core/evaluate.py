@@ -26,7 +26,7 @@ from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, appl
                             fit_temperature, load_predictor)
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
-from core.train import device_name, git_commit
+from core.provenance import device_name, git_commit
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

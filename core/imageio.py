@@ -18,6 +18,9 @@ MAX_PIXELS = 40_000_000
 MAX_BYTES = 50 * 1024 * 1024
 MIN_SIDE = 32
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "TIFF": "TIFF", "BMP": "BMP", "WEBP": "WebP"}
+#: File-name suffixes of those formats: the one list the uploaders, the zip reader and the dataset
+#: scanners use (a file with another suffix is skipped by name, before any byte is read).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 # We enforce our own pixel limit; Pillow's warning would only duplicate it.
 Image.MAX_IMAGE_PIXELS = None

@@ -164,16 +164,28 @@ def scale_reason(cells: WhiteCells, shape: tuple[int, ...]) -> str:
             "magnification or zoom")
 
 
-def records_to_csv(records: list[Diagnosis]) -> str:
-    """CSV text: file, status, label, confidence, message, seconds, one column per class."""
+def provenance(predictor: Predictor) -> dict[str, str]:
+    """What produced a set of records: model, SHA-256 of each weights file, app version, time (UTC)."""
+    from core import __version__
+    from models.convert import file_sha256
+
+    return {"model": predictor.name,
+            "weights_sha256": ";".join(f"{m.name}={file_sha256(m.weights_path)}" for m in predictor.members),
+            "app_version": __version__, "analysed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def records_to_csv(records: list[Diagnosis], meta: dict[str, str] | None = None) -> str:
+    """CSV text: file, status, label, confidence, message, seconds, one column per class, then
+    the `meta` columns (e.g. `provenance(predictor)`) repeated on every row."""
     buf = io.StringIO()
     names = [DISPLAY_NAMES[c] for c in CLASS_FOLDERS]
+    meta = meta or {}
     w = csv.writer(buf)
-    w.writerow(["file", "status", "label", "confidence", "message", "seconds", *names])
+    w.writerow(["file", "status", "label", "confidence", "message", "seconds", *names, *meta])
     for r in records:
         probs = [r.probabilities.get(n, "") if r.probabilities else "" for n in names]
         conf = "" if r.confidence is None else f"{r.confidence:.4f}"
-        w.writerow([r.file, r.status.value, r.label or "", conf, r.message, f"{r.seconds:.3f}", *probs])
+        w.writerow([r.file, r.status.value, r.label or "", conf, r.message, f"{r.seconds:.3f}", *probs, *meta.values()])
     return buf.getvalue()
 
 
@@ -200,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=1))
     elif args.csv:
-        Path(args.csv).write_text(records_to_csv(records))
+        Path(args.csv).write_text(records_to_csv(records, provenance(predictor)))
         print(f"wrote {len(records)} records to {args.csv}")
     else:
         for r in records:

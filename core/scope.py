@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest_part, resolve_data_dir
     from core.evaluate import read_images
     from core.inference import ModelUnavailable, load_predictor, read_meta, _meta_path
-    from core.train import device_name, git_commit
+    from core.provenance import device_name, git_commit
 
     p = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from core.imageio import ImageError, as_rgb_uint8, read_image
+from core.imageio import IMAGE_SUFFIXES, ImageError, as_rgb_uint8, read_image
 from core.labels import CLASS_FOLDERS
 
 __all__ = [
@@ -329,7 +329,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 # Dataset evaluation
 # --------------------------------------------------------------------------------------------
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 class LayoutError(Exception):
@@ -355,7 +354,7 @@ def _list_pairs(data_dir: Path) -> tuple[list[_Pair], list[dict[str, str]]]:
         return {
             f.name: f
             for f in folder.iterdir()
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in _IMAGE_SUFFIXES
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
         }
 
     pairs: list[_Pair] = []

@@ -74,7 +74,7 @@ def choose(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from core.evaluate import read_images, stack_images
     from core.inference import _meta_path, load_single, read_meta
-    from core.train import device_name, git_commit
+    from core.provenance import device_name, git_commit
 
     p = argparse.ArgumentParser(prog="python -m core.select", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")

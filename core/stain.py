@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    from core.train import device_name, git_commit
+    from core.provenance import run_header
 
     try:
         root = resolve_data_dir(args.data)
@@ -160,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result.update(command=" ".join(["python", "-m", "core.stain", *argv]), git_commit=git_commit(),
-                  device=device_name(), platform=platform.platform(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    result.update(run_header("core.stain", argv))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +20,7 @@ import numpy as np
 from core.augment import PRESETS
 from core.dataset import DATA_ENV, DatasetError, load_manifest, manifest_hash, manifest_part, resolve_data_dir
 from core.labels import CLASS_FOLDERS, N_CLASSES
+from core.provenance import device_name, git_commit  # noqa: F401 - re-exported for old callers
 from core.loader import ImageBatches, load_images
 from models.architectures import backbone_layers_of, set_backbone_trainable
 from models.registry import REGISTRY, build, get_spec
@@ -64,52 +62,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
                 class_weight="balanced", lr_schedule="cosine", fine_tune=-1),
            warmup_epochs=3, warmup_lr=1e-3),
 )}
-
-
-def device_name() -> str:
-    """The accelerator Keras runs on, or the CPU model."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        elif backend == "jax":
-            import jax
-
-            dev = jax.devices()[0]
-            if dev.platform != "cpu":
-                return dev.device_kind
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.get_device_name(0)
-    except Exception:  # a device query must never stop training or the app
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu} ({os.cpu_count()} cores)"
-
-
-def git_commit() -> str:
-    # A copy of the tree without .git (a lent GPU machine) is told its commit by the caller.
-    if os.environ.get("LEUKOSCOPE_GIT_COMMIT"):
-        return os.environ["LEUKOSCOPE_GIT_COMMIT"]
-    try:
-        root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -351,6 +351,9 @@ def test_batch_two_samples_and_a_bad_file(app_env, media):
     no_exceptions(at)
     rows = list(csv.DictReader(io.StringIO(at.session_state["batch_csv"])))
     assert [r["file"] for r in rows] == ["a.jpg", "b.jpg", "bad.jpg"]
+    # every row says which model and weights produced it, with which app version and when
+    assert {r["model"] for r in rows} == {"mobilenetv2-baseline"} and rows[0]["app_version"]
+    assert rows[0]["weights_sha256"].startswith("mobilenetv2-baseline=") and rows[0]["analysed_at"].endswith("Z")
     assert rows[2]["status"] == "error" and rows[2]["message"].startswith("Not an image")
     assert all(r["status"] in ("ok", "uncertain") and r["label"] in CLASS_NAMES for r in rows[:2])
     assert download_bytes(media, at.download_button(key="batch_download")).decode() == at.session_state["batch_csv"]
@@ -561,3 +564,30 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     no_exceptions(bn)
     assert bn.title[0].value == "কেস পর্যালোচনা"
     assert bn.text_input(key="case_specimen").label == "নমুনা আইডি"
+
+
+def test_case_history_that_cannot_be_written_loses_nothing(app_env, tmp_path, monkeypatch):
+    """A history 'folder' that is a file: signing still works, the user reads one sentence, the case
+    stays in the session with its downloads, and saving can be tried again."""
+    from core.case import CaseStatus
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the history folder should be")
+    monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(blocker))
+    at = app("app_pages/6_Case.py").run()
+    at.text_input(key="case_specimen").input("BM-2026-002")
+    at.button(key="case_create").click().run()
+    cid = at.session_state["case"].case_id
+    at.checkbox(key="history_on").check().run()
+    at.file_uploader(key=f"case_upload_{cid}").set_value([("bad.jpg", BAD_BYTES, "image/jpeg")]).run()
+    no_exceptions(at)
+    case = at.session_state["case"]
+    assert case.images[0].analysis.status.value == "error"
+    at.radio(key=f"case_dec_{cid}_0").set_value("unusable")  # an unreadable image signs as unusable
+    at.button(key=f"case_save_{cid}_0").click().run()
+    at.text_input(key="case_reviewer").input("Dr. A. Karim")
+    at.button(key="case_sign").click().run()
+    no_exceptions(at)
+    assert case.status is CaseStatus.SIGNED
+    assert any("could not be saved to the history folder" in e.value for e in at.error)
+    assert at.button(key="case_save_history") is not None and len(at.download_button) == 3

@@ -22,7 +22,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SAMPLE = ROOT / "samples" / "Original" / "Pro" / "WBC-Malignant-Pro-041.jpg"
 VIEWPORT = {"width": 1366, "height": 768}
 PAGES = [("home", ""), ("diagnose", "Diagnose"), ("segmentation", "Segmentation"), ("compare", "Compare_models"),
-         ("benchmark", "Benchmark"), ("batch", "Batch")]
+         ("benchmark", "Benchmark"), ("batch", "Batch"), ("case", "Case"), ("history", "History")]
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is absent (apt-get install chromium)")
@@ -52,7 +52,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
 @pytest.fixture()
 def server(tiny_run, tmp_path):
     port = _free_port()
-    env = dict(os.environ, LEUKOSCOPE_WEIGHTS=str(tiny_run), KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, LEUKOSCOPE_WEIGHTS=str(tiny_run), KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
+               LEUKOSCOPE_HISTORY=str(tmp_path / "history"))
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
@@ -134,5 +135,54 @@ def test_diagnose_in_a_browser(server, tmp_path):
                     _settle(page)
                     page.screenshot(path=str(shots / f"{i + 1}b_{name}_matrices.png"))
             assert outside == [], outside
+        finally:
+            browser.close()
+
+
+def test_case_review_in_a_browser(server, tmp_path):
+    """Create a case, upload three images, reclassify one with a reason, confirm the others, sign,
+    download the PDF, switch to Bangla."""
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("LEUKOSCOPE_SHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    three = [str(ROOT / "samples" / "Original" / c / f) for c, f in (
+        ("Pre", "WBC-Malignant-Pre-241.jpg"), ("Benign", "WBC-Benign-126.jpg"), ("Pro", "WBC-Malignant-Pro-613.jpg"))]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+            page.goto(f"{server}/Case?model=mobilenetv2-baseline", wait_until="domcontentloaded")
+            _settle(page, timeout_ms=180_000)
+            page.get_by_role("textbox").first.fill("BM-2026-007")
+            page.get_by_role("button", name="Create the case").click()
+            _settle(page)
+            page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', three)
+            page.get_by_text("Image 3").first.wait_for(timeout=240_000)
+            _settle(page, timeout_ms=240_000)
+            first = page.locator('[data-testid="stForm"]').nth(0)
+            first.get_by_text("reclassified", exact=True).click()
+            first.get_by_role("textbox").fill("nuclear chromatin and nucleoli fit another subtype")
+            first.get_by_role("button", name="Save decision").click()
+            _settle(page)
+            for i in (1, 2):  # images 2 and 3: confirm the suggestion (the preselected decision)
+                page.locator('[data-testid="stForm"]').nth(i).get_by_role("button", name="Save decision").click()
+                _settle(page)
+            page.get_by_text("reclassified →", exact=False).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "7_case_reviewed.png"), full_page=True)
+            sign_form = page.locator('[data-testid="stForm"]', has=page.get_by_role("button", name="Sign the case"))
+            sign_form.get_by_role("textbox").fill("Dr. N. Rahman")
+            sign_form.get_by_role("button", name="Sign the case").click()
+            page.get_by_text("Signed by Dr. N. Rahman", exact=False).first.wait_for(timeout=60_000)
+            _settle(page)
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_role("button", name="Download the report (PDF)").click()
+            assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+            page.get_by_text("বাংলা", exact=True).click()
+            page.get_by_role("heading", name="কেস পর্যালোচনা").wait_for(timeout=60_000)
+            _settle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(shots / "7b_case_signed_bn.png"))
         finally:
             browser.close()

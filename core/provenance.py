@@ -1,0 +1,77 @@
+"""Provenance: what every result file records about how it was made.
+
+`run_header(module, argv)` is the header of every result JSON (the command as given, the commit,
+the device, the platform and the time); `device_name` and `git_commit` are its parts. One home,
+so the training runs, evaluations, cross-validation, audit, benchmark and the app say the same.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+
+def device_name() -> str:
+    """The accelerator Keras runs on, or the CPU model."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow" and _cuda_driver_present():
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        elif backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform != "cpu":
+                return dev.device_kind
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+    except Exception:  # a device query must never stop training or the app
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+def _cuda_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded: without one, asking TensorFlow for GPUs only prints an
+    alarming "failed call to cuInit" on a machine that simply has no GPU."""
+    import shutil
+
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def git_commit() -> str:
+    """The checked-out commit (or $LEUKOSCOPE_GIT_COMMIT), "unknown" outside a git checkout."""
+    # A copy of the tree without .git (a lent GPU machine) is told its commit by the caller.
+    if os.environ.get("LEUKOSCOPE_GIT_COMMIT"):
+        return os.environ["LEUKOSCOPE_GIT_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_header(module: str, argv: list[str]) -> dict:
+    """{command, git_commit, device, platform, finished} for a result written by `python -m module`."""
+    return {"command": " ".join(["python", "-m", module, *argv]), "git_commit": git_commit(),
+            "device": device_name(), "platform": platform.platform(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
