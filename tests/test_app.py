@@ -591,3 +591,14 @@ def test_case_history_that_cannot_be_written_loses_nothing(app_env, tmp_path, mo
     assert case.status is CaseStatus.SIGNED
     assert any("could not be saved to the history folder" in e.value for e in at.error)
     assert at.button(key="case_save_history") is not None and len(at.download_button) == 3
+
+
+def test_two_sessions_never_see_each_others_case(app_env):
+    one, two = app("app_pages/6_Case.py").run(), app("app_pages/6_Case.py").run()
+    one.text_input(key="case_specimen").input("A-1")
+    one.button(key="case_create").click().run()
+    two.text_input(key="case_specimen").input("B-2")
+    two.button(key="case_create").click().run()
+    no_exceptions(one), no_exceptions(two)
+    assert one.session_state["case"].specimen_id == "A-1" and two.session_state["case"].specimen_id == "B-2"
+    assert "B-2" not in texts(one.run()) and "A-1" not in texts(two.run())

@@ -116,3 +116,16 @@ def test_cli_refuses_an_unwritable_output_or_missing_weights(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert err.startswith("error: No weights for vgg19-baseline") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_pypdf_reads_the_specimen_and_the_research_use_sentence():
+    """A well-kept reader (pypdf) agrees with the ToUnicode check above on the Latin text."""
+    import io
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(render_pdf(_signed_case())))
+    text = flat(" ".join(page.extract_text() for page in reader.pages))
+    assert "SP-42" in text and RUO in text
+    bn = flat(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(render_pdf(_signed_case(), lang="bn"))).pages))
+    assert "SP-42" in bn and sum("\u0980" <= ch <= "\u09ff" for ch in bn) > 200  # Bengali script throughout
