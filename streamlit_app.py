@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app.common import _, disclaimer, guarded, language_picker, setup_page  # noqa: E402
+# `streamlit run` puts this file's folder on sys.path, so app/ and core/ import as packages.
+from app.common import _, disclaimer, guarded, language_picker, setup_page
 
 
 def home() -> None:

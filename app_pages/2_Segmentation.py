@@ -2,16 +2,9 @@
 tools that reproduce the dataset's own segmentation, for researchers."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import _, guarded, research_notice, setup_page  # noqa: E402
+from app.common import _, guarded, research_notice, setup_page
 
 setup_page("Segmentation")
 st.title(_("Segmentation"))

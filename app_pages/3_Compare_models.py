@@ -1,16 +1,9 @@
 """Compare models: one image through every available model, side by side."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import _, guarded, plain_message, research_notice, setup_page  # noqa: E402
+from app.common import _, guarded, plain_message, research_notice, setup_page
 
 setup_page("Compare models")
 st.title(_("Compare models"))

@@ -1,17 +1,12 @@
 """Batch: many images (or a .zip of them) -> one table and a CSV; one bad file never stops the batch."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, status_label, status_message  # noqa: E402
+from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, status_label, status_message
 
 setup_page("Batch")
 st.title(_("Batch"))

@@ -2,16 +2,9 @@
 sign-off, the PDF report, and (opt-in) the local case history."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import _, guarded, research_notice, setup_page, status_label, status_message  # noqa: E402
+from app.common import _, guarded, research_notice, setup_page, status_label, status_message
 
 setup_page("Case review")
 st.title(_("Case review"))

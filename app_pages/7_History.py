@@ -2,16 +2,9 @@
 the audit trail, and the report again."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.common import _, guarded, setup_page  # noqa: E402
+from app.common import _, guarded, setup_page
 
 setup_page("Case history")
 st.title(_("Case history"))
