@@ -180,7 +180,7 @@ def save_manifest(manifest: dict, path: str | os.PathLike) -> None:
 def load_manifest(path: str | os.PathLike | None = None) -> dict:
     path = Path(path) if path else DEFAULT_MANIFEST
     if not path.is_file():
-        raise DatasetError(f"Split manifest not found: {path}. Create one with `python -m core.dataset split`.")
+        raise DatasetError(f"Split manifest not found: {path}. Create one with `python -m core.dataset split --data DIR --out FILE`.")
     manifest = json.loads(path.read_text())
     if manifest.get("version") != MANIFEST_VERSION or "items" not in manifest:
         raise DatasetError(f"{path} is not a LeukoScope split manifest (version {MANIFEST_VERSION}).")
@@ -203,7 +203,7 @@ def manifest_part(
     if missing:
         raise DatasetError(
             f"{len(missing)} of {len(items)} {part} images of the manifest are not under {root} "
-            f"(first: {missing[0]}). Make a manifest for this copy: python -m core.dataset split --data {root}"
+            f"(first: {missing[0]}). Make a manifest for this copy: python -m core.dataset split --data {root} --out FILE"
         )
     if check_hashes:
         bad = [it["file"] for it in items if file_sha256(root / it["file"]) != it["sha256"]]
@@ -255,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("split", help="write a stratified, hash-grouped split manifest")
     p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-    p.add_argument("--out", default=str(DEFAULT_MANIFEST))
+    p.add_argument("--out", required=True,
+                   help="manifest file to write (the committed benchmarks/split_manifest.json is refused "
+                        "unless --overwrite: every shipped figure refers to it)")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing manifest")
     p.add_argument("--test-size", type=float, default=0.3)
     p.add_argument("--val-size", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
@@ -295,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                 grouping="sha256 (byte-identical duplicates share a part)",
                 level="image-level: the public release has no patient identifiers",
                 dataset_name=root.name, n_duplicate_groups=len(dups), skipped=index.skipped)
+    if Path(args.out).exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it (the shipped results refer to "
+              "benchmarks/split_manifest.json).", file=sys.stderr)
+        return 2
     manifest = build_manifest(index, make_split(index.records, args.test_size, args.val_size, args.seed), **meta)
     save_manifest(manifest, args.out)
     print(f"wrote {args.out}: {manifest['counts']} (hash {manifest_hash(manifest)})")

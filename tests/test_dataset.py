@@ -124,3 +124,17 @@ def test_committed_manifest_matches_the_dataset():
     assert {r.file: r.sha256 for r in index.records} == {it["file"]: it["sha256"] for it in m["items"]}
     assert len(duplicate_groups(index.records)) > 0  # the README's Pro duplicates
     assert sum(index.counts().values()) == len(m["items"])
+
+
+def test_split_never_overwrites_a_manifest_unless_asked(tmp_path, capsys):
+    from conftest import SAMPLES
+    from core.dataset import main as dataset_main
+
+    out = tmp_path / "m.json"
+    small = ["--test-size", "0.25", "--val-size", "0.25"]  # 20 samples: enough images per class in each part
+    assert dataset_main(["split", "--data", str(SAMPLES), "--out", str(out), *small]) == 0
+    before = out.read_bytes()
+    assert dataset_main(["split", "--data", str(SAMPLES), "--out", str(out), "--seed", "3", *small]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert dataset_main(["split", "--data", str(SAMPLES), "--out", str(out), "--seed", "3", *small,
+                         "--overwrite"]) == 0
