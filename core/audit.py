@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.crossval import Scheme, balanced_accuracy, make_folds
+from core.crossval import Scheme, make_folds
+from core.metrics import balanced_accuracy
 from core.dataset import (DATA_ENV, PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
                           resolve_data_dir, scan_dataset)
 from core.labels import CLASS_FOLDERS

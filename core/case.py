@@ -22,7 +22,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from core.imageio import ImageError, decode_image
 from core.inference import Predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.predict import HOLD_SIDE, diagnose
+from core.provenance import weights_sha256
 from core.stain import StainMethod
 from core.status import Status
 
@@ -90,19 +90,6 @@ def label_folder(label: str) -> str:
         return _FOLDER_OF_DISPLAY[label]
     names = ", ".join(DISPLAY_NAMES[c] for c in CLASS_FOLDERS)
     raise InvalidDecision(f"{label!r} is not one of the classes {names}.")
-
-
-@lru_cache(maxsize=64)
-def _file_sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    from models.convert import file_sha256
-
-    return file_sha256(Path(path))
-
-
-def weights_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, hashed once per path (again only if the file was replaced)."""
-    st = Path(path).stat()
-    return _file_sha256_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
 @dataclass

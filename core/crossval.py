@@ -42,7 +42,7 @@ import numpy as np
 from core.dataset import (DATA_ENV, PROJECT_ROOT, DatasetError, ImageRecord, build_manifest, resolve_data_dir,
                           save_manifest, scan_dataset)
 from core.labels import CLASS_FOLDERS, N_CLASSES
-from core.metrics import classification_metrics
+from core.metrics import balanced_accuracy, classification_metrics
 
 VAL_FRACTION = 0.15
 FOLD_PARTS = ("train", "val", "test", "embargo")
@@ -160,12 +160,6 @@ def capture_blocks(files: list[str], labels: np.ndarray, block: int) -> np.ndarr
     return np.array([int(y) * 100_000 + capture_number(f) // block for f, y in zip(files, labels)])
 
 
-def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
-    from sklearn.metrics import balanced_accuracy_score
-
-    return float(balanced_accuracy_score(labels, pred))
-
-
 def block_bootstrap_ci(labels: np.ndarray, pred: np.ndarray, blocks: np.ndarray, n_boot: int = 2000,
                        seed: int = 0) -> dict:
     """95% percentile interval of balanced accuracy and macro-F1, resampling whole capture
@@ -233,14 +227,9 @@ def run_train_recipe(fold_dir: Path, manifest_path: Path, root: Path, args) -> t
         cmd += ["--epochs", str(args.epochs)]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
-    if (fold_dir / "run.json").exists():
-        pass  # trained: only the prediction is missing
-    else:
-        if (fold_dir / "checkpoint").exists() or (fold_dir / "warmup.done").exists():
-            cmd.append("--resume")
-        else:
-            cmd.append("--overwrite")
-        subprocess.run(cmd, check=True, cwd=PROJECT_ROOT)
+    if not (fold_dir / "run.json").exists():  # with run.json the fold is trained: only predict
+        resumable = (fold_dir / "checkpoint").exists() or (fold_dir / "warmup.done").exists()
+        subprocess.run([*cmd, "--resume" if resumable else "--overwrite"], check=True, cwd=PROJECT_ROOT)
     predictor = predictor_from_run(fold_dir)
     manifest = json.loads(manifest_path.read_text())
     files, labels, images = _read(root, manifest, "test", predictor.members[0].image_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     confusion_matrix,
     log_loss,
     multilabel_confusion_matrix,
@@ -42,6 +43,11 @@ def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -
          "confidence": float(conf[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
         for b in range(n_bins) if (bins == b).any()
     ]
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall of integer predictions (scikit-learn's balanced accuracy)."""
+    return float(balanced_accuracy_score(labels, pred))
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:

@@ -167,10 +167,10 @@ def scale_reason(cells: WhiteCells, shape: tuple[int, ...]) -> str:
 def provenance(predictor: Predictor) -> dict[str, str]:
     """What produced a set of records: model, SHA-256 of each weights file, app version, time (UTC)."""
     from core import __version__
-    from models.convert import file_sha256
+    from core.provenance import weights_sha256
 
     return {"model": predictor.name,
-            "weights_sha256": ";".join(f"{m.name}={file_sha256(m.weights_path)}" for m in predictor.members),
+            "weights_sha256": ";".join(f"{m.name}={weights_sha256(m.weights_path)}" for m in predictor.members),
             "app_version": __version__, "analysed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import time
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -75,3 +76,17 @@ def run_header(module: str, argv: list[str]) -> dict:
     return {"command": " ".join(["python", "-m", module, *argv]), "git_commit": git_commit(),
             "device": device_name(), "platform": platform.platform(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+@lru_cache(maxsize=64)
+def _file_sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    from models.convert import file_sha256
+
+    return file_sha256(Path(path))
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 of a weights file, hashed once per path (again only if the file was replaced): the
+    identity every analysis, case and batch CSV records."""
+    st = Path(path).stat()
+    return _file_sha256_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)

@@ -106,7 +106,7 @@ def hue_shift(rgb: np.ndarray, shift: int) -> np.ndarray:
 
 
 def evaluate(model: str, root: Path, manifest_path: str | None) -> dict:
-    from core.crossval import balanced_accuracy
+    from core.metrics import balanced_accuracy
     from core.dataset import load_manifest, manifest_hash, manifest_part
     from core.imageio import read_image
     from core.inference import load_predictor
