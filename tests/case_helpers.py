@@ -40,7 +40,10 @@ def make_image(file_name: str = "a.jpg", status: str = "ok", label: str | None =
 
 
 def _stream(body: bytes) -> bytes:
-    raw = re.search(rb"stream\r?\n(.*?)\r?\nendstream", body, re.S).group(1)
+    # /Length bounds the data: compressed bytes may themselves end in CR or LF, so the
+    # end-of-line before "endstream" cannot be told apart from data by a pattern alone.
+    start = re.search(rb"stream\r?\n", body).end()
+    raw = body[start:start + int(re.search(rb"/Length\s+(\d+)(?!\s+\d+\s+R)", body).group(1))]
     return zlib.decompress(raw) if b"/FlateDecode" in body else raw
 
 
