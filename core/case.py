@@ -22,7 +22,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from core import __version__
+from core.errors import LeukoScopeError
 from core.imageio import ImageError, decode_image
 from core.inference import Predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
@@ -61,7 +61,7 @@ class CaseStatus(str, Enum):
         return self.value
 
 
-class CaseError(ValueError):
+class CaseError(LeukoScopeError, ValueError):
     """A change a case refuses; the message is one sentence shown to the reviewer as is."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from core.cli import data_options
+from core.errors import LeukoScopeError
 from core.imageio import IMAGE_SUFFIXES
 from core.labels import CLASS_FOLDERS
 from models.convert import file_sha256
@@ -31,7 +33,7 @@ MANIFEST_VERSION = 1
 PARTS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(LeukoScopeError, ValueError):
     """The dataset folder is not usable; the message names the path and the problem."""
 
 
@@ -253,8 +255,8 @@ def image_files(root: str | os.PathLike) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.dataset", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("split", help="write a stratified, hash-grouped split manifest")
-    p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
+    p = sub.add_parser("split", help="write a stratified, hash-grouped split manifest",
+                       parents=[data_options(manifest=False)])
     p.add_argument("--out", required=True,
                    help="manifest file to write (the committed benchmarks/split_manifest.json is refused "
                         "unless --overwrite: every shipped figure refers to it)")
@@ -263,12 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-size", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=0, help="also write k stratified folds (k-fold CV)")
-    s = sub.add_parser("summary", help="counts, duplicates and skipped files")
-    s.add_argument("--data")
-    c = sub.add_parser("copy", help="copy the files of some manifest parts, byte for byte (to train elsewhere)")
-    c.add_argument("--data")
+    sub.add_parser("summary", help="counts, duplicates and skipped files", parents=[data_options(manifest=False)])
+    c = sub.add_parser("copy", help="copy the files of some manifest parts, byte for byte (to train elsewhere)",
+                       parents=[data_options()])
     c.add_argument("--out", required=True, help="new dataset root (same layout)")
-    c.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
     c.add_argument("--parts", default="train,val", help="comma-separated: train, val, test")
     args = parser.parse_args(argv)
     if args.cmd == "copy":

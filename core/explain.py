@@ -16,6 +16,7 @@ import threading
 import cv2
 import numpy as np
 
+from core.errors import LeukoScopeError
 from core.imageio import to_model_input
 from models.architectures import feature_layer_name
 
@@ -25,7 +26,7 @@ _explainers: dict[tuple[int, str], object] = {}
 _compiled: dict[int, object] = {}
 
 
-class ExplainUnavailable(RuntimeError):
+class ExplainUnavailable(LeukoScopeError, RuntimeError):
     """Grad-CAM cannot run here (e.g. a Keras backend other than TensorFlow)."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.case import Case, CaseFrozen, CaseStatus, now_utc
+from core.errors import LeukoScopeError
 from core.labels import DISPLAY_NAMES
 
 APP_NAME = "LeukoScope"
@@ -75,7 +76,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class HistoryError(ValueError):
+class HistoryError(LeukoScopeError, ValueError):
     """The case history cannot do what was asked; the message is one sentence shown as is."""
 
 

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.errors import LeukoScopeError
+
 # A 224x224 smear is ~50k pixels; whole-slide crops up to ~40 MP are plausible.
 # Anything bigger is refused from the header, before a single pixel is decoded.
 MAX_PIXELS = 40_000_000
@@ -26,7 +28,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 Image.MAX_IMAGE_PIXELS = None
 
 
-class ImageError(ValueError):
+class ImageError(LeukoScopeError, ValueError):
     """A file that cannot be used as a smear image; the message is shown to users as is."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LeukoScopeError
 from core.imageio import to_model_input
 from core.labels import N_CLASSES
 from core.scope import ScopeModel, scope_path
@@ -30,7 +31,7 @@ def dihedral_views(image: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.rot90(im, k)) for im in (image, image[:, ::-1]) for k in range(4)]
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(LeukoScopeError, RuntimeError):
     """No trained weights for this model on this machine; the message says how to get them."""
 
 

@@ -24,6 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.cli import data_options, model_option
+from core.errors import LeukoScopeError
+
 TARGET_FILE = Path(__file__).resolve().parent / "data" / "stain_reinhard.json"
 MOSAIC_IMAGES = 256
 HUE_SHIFTS = (-20, -10, 10, 20)  # OpenCV hue units (degrees / 2)
@@ -41,7 +44,7 @@ class StainMethod(str, enum.Enum):
 DEFAULT_ON = False
 
 
-class StainTargetMissing(RuntimeError):
+class StainTargetMissing(LeukoScopeError, RuntimeError):
     """No fitted target statistics: run `python -m core.stain fit`."""
 
 
@@ -130,19 +133,17 @@ def evaluate(model: str, root: Path, manifest_path: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.dataset import DATA_ENV, DatasetError, load_manifest, manifest_part, resolve_data_dir
+    from core.dataset import DatasetError, load_manifest, manifest_part, resolve_data_dir
     from core.imageio import read_image
 
     p = argparse.ArgumentParser(prog="python -m core.stain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="fit the Reinhard target on the train part of the split manifest")
-    e = sub.add_parser("evaluate", help="the model with and without normalisation, plain and hue-shifted")
-    for q in (f, e):
-        q.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-        q.add_argument("--manifest", help="split manifest (default: the project's)")
+    f = sub.add_parser("fit", help="fit the Reinhard target on the train part of the split manifest",
+                       parents=[data_options()])
+    e = sub.add_parser("evaluate", help="the model with and without normalisation, plain and hue-shifted",
+                       parents=[data_options(), model_option()])
     f.add_argument("--out", default=str(TARGET_FILE))
-    e.add_argument("--model", default="default")
     e.add_argument("--out", required=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)

@@ -91,15 +91,27 @@ def _se_bottleneck(x, filters: int, stride: int, reduction: int, name: str):
 
 def _backbone(family: Family, x, imagenet: bool):
     """Features of `family` on a normalised tensor, and the backbone's layers (None: built inline)."""
+    from models.convert import PretrainedUnavailable, pretrained_cache_dir
+
     if family.key == "seresnet152":
         if imagenet:
-            raise ValueError("SE-ResNet152 has no ImageNet weights in Keras; its TL variant is ResNet152.")
+            raise PretrainedUnavailable("SE-ResNet152 has no ImageNet weights in Keras; its TL variant is ResNet152.")
         return se_resnet152(x), None
     if family.key in LITE_VARIANTS:
         return efficientnet_lite(x, family.key), None
-    base = _applications_backbone(family.key)(
-        include_top=False, weights="imagenet" if imagenet else None, input_tensor=x
-    )
+    try:
+        base = _applications_backbone(family.key)(
+            include_top=False, weights="imagenet" if imagenet else None, input_tensor=x
+        )
+    except Exception as exc:
+        # keras.utils.get_file reports a failed download as a bare Exception (or an OSError):
+        # offline, with the file not in the cache, that is the only way it fails here.
+        if not imagenet or not (type(exc) is Exception or isinstance(exc, OSError)):
+            raise
+        raise PretrainedUnavailable(
+            f"The {family.display} ImageNet weights are not in {pretrained_cache_dir()} and cannot be "
+            "downloaded (offline?): copy the file Keras names below there from a connected machine's "
+            f"~/.keras/models. ({exc})") from exc
     return base.output, base.layers
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LeukoScopeError
 from models.families import FAMILIES, Family, WeightsSource, get_family
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(LeukoScopeError, RuntimeError):
     """The ImageNet weights of a family are not on this machine; the message says how to get them."""
 
 

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LeukoScopeError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LeukoScopeError, ValueError):
     """The file is not a legacy PyTorch state_dict this reader accepts."""
 
 

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from conftest import SAMPLES
 from core.scope import ScopeModel, choose_threshold, fit_scope, scope_path
