@@ -57,7 +57,7 @@ with guarded(_("segmenting the image")):
         v = st.slider(_("Value (V)"), 0, 255, key="seg_v")
         min_area = st.number_input(_("Smallest component (pixels)"), 1, 10_000, key="seg_min_area")
         st.button(_("Reset to defaults"), on_click=reset_ranges, key="seg_reset")
-        st.caption(_("Defaults {lower} – {upper}: tuned on the dataset with `python -m core.segmentation tune`. "
+        st.caption(_("Defaults {lower} – {upper}: tuned on the dataset with `python -m core.segmentation_tools tune`. "
                      "They affect the HSV section only, not the white cells.").format(
             lower=DEFAULT_HSV_RANGE.lower, upper=DEFAULT_HSV_RANGE.upper))
 

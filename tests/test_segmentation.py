@@ -48,7 +48,7 @@ def _smear(h: int = 160, w: int = 200, discs: list[tuple[int, int, int]] | None 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "core.segmentation", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "core.segmentation_tools", *args], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
