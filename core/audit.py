@@ -23,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.cli import data_options, model_option, sample_options
 from core.crossval import Scheme, make_folds
 from core.metrics import balanced_accuracy
-from core.dataset import (DATA_ENV, PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
+from core.dataset import (PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
                           resolve_data_dir, scan_dataset)
 from core.labels import CLASS_FOLDERS
 
@@ -144,14 +145,12 @@ def model_audit(model: str, root: Path, manifest_path: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.audit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help=f"dataset root in the public layout (default: ${DATA_ENV})")
+    p = argparse.ArgumentParser(
+        prog="python -m core.audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[data_options(), model_option(help="registry name for the masked-copy check ('none' to skip)"),
+                 sample_options()])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--embargo", type=int, default=37)
-    p.add_argument("--model", default="default", help="registry name for the masked-copy check ('none' to skip)")
-    p.add_argument("--manifest", help="split manifest for the masked-copy check (default: the project's)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "cv" / "audit.json"))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)

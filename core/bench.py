@@ -189,7 +189,8 @@ def bench_pipeline(batch_size: int = 17, n_batches: int = 30, image_size: int = 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", help="comma-separated registry names (default: every available model)")
+    p.add_argument("--model", "--models", dest="models",
+                   help="registry name, or several comma-separated (default: every available model)")
     p.add_argument("--quick", action="store_true", help="few repetitions, default model only (CI)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--pipeline", action="store_true",

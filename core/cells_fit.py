@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from core.cells import PARAMS_PATH, CellParams, find_white_cells, load_params
+from core.cli import data_options, sample_options
 
 QUANTILES = {"p1": 1, "p5": 5, "median": 50, "p95": 95, "p99": 99}
 FIT_PARTS = ("train", "val")
@@ -190,18 +191,14 @@ def evaluate(root: Path | None, manifest_path: str | None, parts: Sequence[str],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from core.dataset import DATA_ENV, OTHER_LAB_ENV, PARTS, DatasetError, resolve_data_dir
+    from core.dataset import OTHER_LAB_ENV, PARTS, DatasetError, resolve_data_dir
 
     parser = argparse.ArgumentParser(prog="python -m core.cells_fit",
                                      description="Measure the white-cell finder; write its data file.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("fit", "evaluate"):
-        p = sub.add_parser(name)
-        p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-        p.add_argument("--other-lab", help=f"another lab's smear images, DIR/<group>/*.jpg (default: ${OTHER_LAB_ENV})")
-        p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
-        p.add_argument("--limit", type=int, help="a seeded random subsample of N images (per part / folder)")
-        p.add_argument("--seed", type=int, default=0)
+        p = sub.add_parser(name, parents=[data_options(other_lab=True), sample_options(
+            limit_help="a seeded random subsample of N images (per part / folder)")])
         if name == "fit":
             p.add_argument("--out", type=Path, default=PARAMS_PATH, help=f"data file (default: {PARAMS_PATH})")
         else:

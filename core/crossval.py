@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.dataset import (DATA_ENV, PROJECT_ROOT, DatasetError, ImageRecord, build_manifest, resolve_data_dir,
+from core.cli import data_options, model_option, sample_options
+from core.dataset import (PROJECT_ROOT, DatasetError, ImageRecord, build_manifest, resolve_data_dir,
                           save_manifest, scan_dataset)
 from core.labels import CLASS_FOLDERS, N_CLASSES
 from core.metrics import balanced_accuracy, classification_metrics
@@ -373,20 +374,18 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.crossval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help=f"dataset root in the public layout (default: ${DATA_ENV})")
+    p = argparse.ArgumentParser(
+        prog="python -m core.crossval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[data_options(manifest=False), sample_options(0, "train on this many images per fold (smoke tests)"),
+                 model_option(None, "registry name (default: " + ", ".join(
+                     f"{r}: {m}" for r, m in DEFAULT_MODEL.items()) + ")")])
     p.add_argument("--scheme", choices=[s.value for s in Scheme], default=Scheme.CONTIGUOUS.value)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--embargo", type=int, default=0, help="image numbers left out on each side of a test block")
     p.add_argument("--block", type=int, default=37, help="capture-block length for the bootstrap interval")
     p.add_argument("--recipe", choices=RECIPE_CHOICES, default="tl-two-stage")
-    p.add_argument("--model", help="registry name (default: " + ", ".join(
-        f"{r}: {m}" for r, m in DEFAULT_MODEL.items()) + ")")
     p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
-    p.add_argument("--limit", type=int, default=0, help="train on this many images per fold (smoke tests)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", help="folder for fold runs (default: runs/cv/<out name>)")
     p.add_argument("--resume", action="store_true", help="keep finished folds from --work")
     p.add_argument("--out", required=True)

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from core.augment import colour_jitter, to_grayscale
-from core.dataset import (DATA_ENV, DatasetError, file_sha256, folder_images, load_manifest, manifest_hash,
+from core.cli import data_options
+from core.dataset import (DatasetError, file_sha256, folder_images, load_manifest, manifest_hash,
                           manifest_part, resolve_data_dir)
 from core.imageio import ImageError, read_image, resize_square
 from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
@@ -108,13 +109,11 @@ def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
+                                formatter_class=argparse.RawDescriptionHelpFormatter, parents=[data_options()])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="a run directory written by core.train")
     src.add_argument("--model", help="registry name (or 'default'), weights looked up in the weights dirs")
     p.add_argument("--split", choices=["test", "val", "all"], default="test")
-    p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
     p.add_argument("--out", help="output JSON (default: benchmarks/results/<model>.<split>.json)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit temperature + threshold on the validation part and save them beside the weights")

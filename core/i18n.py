@@ -77,8 +77,12 @@ def untranslated(lang: Language | str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv[0] if argv else "check"
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m core.i18n", description="Check or compile the translations.")
+    p.add_argument("cmd", nargs="?", choices=["check", "compile"], default="check",
+                   help="check: list untranslated strings (exit 1 if any); compile: write the .mo files")
+    cmd = p.parse_args(argv).cmd
     langs = [lang for lang in Language if lang is not Language.ENGLISH]
     if cmd == "compile":
         for lang in langs:
@@ -86,13 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             po.with_suffix(".mo").write_bytes(_compile(po))
             print(f"wrote {po.with_suffix('.mo')}")
         return 0
-    if cmd == "check":
-        missing = {lang.value: untranslated(lang) for lang in langs}
-        for lang, ids in missing.items():
-            print(f"{lang}: {len(ids)} untranslated" + "".join(f"\n  {i!r}" for i in ids[:20]))
-        return 1 if any(missing.values()) else 0
-    print("usage: python -m core.i18n [compile|check]", file=sys.stderr)
-    return 2
+    missing = {lang.value: untranslated(lang) for lang in langs}
+    for lang, ids in missing.items():
+        print(f"{lang}: {len(ids)} untranslated" + "".join(f"\n  {i!r}" for i in ids[:20]))
+    return 1 if any(missing.values()) else 0
 
 
 if __name__ == "__main__":

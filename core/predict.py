@@ -22,6 +22,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from core.cli import model_option
 from core.imageio import MAX_BYTES, ImageError, decode_image
 from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
@@ -191,8 +192,7 @@ def records_to_csv(records: list[Diagnosis], meta: dict[str, str] | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="default", help="registry name or 'default'")
+                                formatter_class=argparse.RawDescriptionHelpFormatter, parents=[model_option()])
     p.add_argument("files", nargs="+", help="image files")
     p.add_argument("--views", type=int, choices=VIEWS, default=1,
                    help="8: average over each image's rotations/reflections (8x slower)")

@@ -27,6 +27,7 @@ from PIL import Image
 
 from core import __version__
 from core.case import Case, CaseImage, Decision, now_utc
+from core.cli import model_option
 from core.i18n import Language, translator
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.status import Status
@@ -241,13 +242,12 @@ def _image_block(pdf: _ReportPDF, _: Callable[[str], str], index: int, image: Ca
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, parents=[model_option()])
     p.add_argument("files", nargs="+", help="image files of one specimen")
     p.add_argument("--specimen", required=True, help="specimen ID printed on the report")
     p.add_argument("--reviewer", required=True, help="who prepares the report (printed as 'prepared by')")
     p.add_argument("--patient", default="", help="optional patient reference")
     p.add_argument("--lang", choices=[lang.value for lang in Language], default=Language.ENGLISH.value)
-    p.add_argument("--model", default="default", help="registry name or 'default'")
     p.add_argument("--no-heatmap", action="store_true", help="skip the Grad-CAM thumbnails (faster)")
     p.add_argument("--out", required=True, help="the PDF file to write")
     args = p.parse_args(argv)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli import data_options, model_option
+
 VAL_IN_SCOPE = 0.995  # each member keeps at least this share of the validation part in scope (an
 # ensemble is out of scope when any member says so, so its own share can be lower: reported by
 # `core.evaluate --split val --gate`)
@@ -91,7 +93,7 @@ def _features(single, images: list[np.ndarray]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.dataset import DATA_ENV, OTHER_LAB_ENV, DatasetError, image_files, load_manifest, manifest_hash, \
+    from core.dataset import OTHER_LAB_ENV, DatasetError, image_files, load_manifest, manifest_hash, \
         manifest_part, resolve_data_dir
     from core.evaluate import read_images
     from core.inference import ModelUnavailable, load_predictor, read_meta, _meta_path
@@ -99,11 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="fit on the train part, threshold on validation; write beside the weights")
-    f.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-    f.add_argument("--model", default="default", help="registry name (each member of an ensemble is fitted)")
-    f.add_argument("--other-lab", help=f"smear images of another lab, any layout (default: ${OTHER_LAB_ENV}); reported")
-    f.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+    f = sub.add_parser("fit", help="fit on the train part, threshold on validation; write beside the weights",
+                       parents=[data_options(other_lab=True),
+                                model_option(help="registry name (each member of an ensemble is fitted)")])
     f.add_argument("--components", type=int, default=64)
     args = p.parse_args(argv)
     try:

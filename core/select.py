@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from core.augment import to_grayscale
-from core.dataset import DATA_ENV, DatasetError, file_sha256, load_manifest, manifest_hash, manifest_part, resolve_data_dir
+from core.cli import data_options
+from core.dataset import DatasetError, file_sha256, load_manifest, manifest_hash, manifest_part, resolve_data_dir
 from core.labels import CLASS_FOLDERS
 from core.metrics import classification_metrics
 
@@ -76,12 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from core.inference import _meta_path, load_single, read_meta
     from core.provenance import device_name, git_commit
 
-    p = argparse.ArgumentParser(prog="python -m core.select", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
+    p = argparse.ArgumentParser(prog="python -m core.select", description=__doc__.split("\n\n")[0],
+                                parents=[data_options()])
     p.add_argument("--member", action="append", required=True, metavar="LABEL=PATH",
                    help="a candidate: a label and its .weights.h5 (meta.json beside it); repeat")
     p.add_argument("--budget-mib", type=float, default=40.0, help="largest total size of the members' weights files")
-    p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
     p.add_argument("--out", required=True, help="output JSON")
     args = p.parse_args(argv)
     try:

@@ -38,6 +38,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from core.cli import data_options, sample_options
 from core.smear_check import (GRAYSCALE_RULE, RULES_PATH, TRANSFORMS, Rule, check_smear, load_rules,
                               smear_features)
 
@@ -580,24 +581,20 @@ def evaluate(
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m core.smear_check_tools") -> int:
-    from core.dataset import DATA_ENV, OTHER_LAB_ENV, PARTS, DatasetError, resolve_data_dir
+    from core.dataset import OTHER_LAB_ENV, PARTS, DatasetError, resolve_data_dir
 
     parser = argparse.ArgumentParser(prog=prog, description="Is this a stained blood smear? Fit or evaluate "
                                                             "the check; prints one JSON object.")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="acceptance of another lab's smears, rejection of non-smears and of "
-                                         "the test part")
-    ev.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-    ev.add_argument("--other-lab", help=f"another lab's smear images, DIR/<group>/*.jpg (default: ${OTHER_LAB_ENV})")
-    ev.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+                                         "the test part",
+                        parents=[data_options(other_lab=True), sample_options(
+                            limit_help="a seeded random subsample of N images per part and folder")])
     ev.add_argument("--parts", default="test", help="comma-separated manifest parts (default: test)")
     ev.add_argument("--part", help=argparse.SUPPRESS)  # the old single-part flag
-    ev.add_argument("--limit", type=int, help="a seeded random subsample of N images per part and folder")
-    ev.add_argument("--seed", type=int, default=0, help="seed for --limit")
     ev.add_argument("--out", type=Path, help="also write the JSON report here")
-    fit = sub.add_parser("fit", help=f"fit the rule bounds on the {'/'.join(FIT_PARTS)} parts and negatives")
-    fit.add_argument("--data", help=f"dataset root (default: ${DATA_ENV})")
-    fit.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
+    fit = sub.add_parser("fit", help=f"fit the rule bounds on the {'/'.join(FIT_PARTS)} parts and negatives",
+                         parents=[data_options()])
     fit.add_argument("--write", action="store_true", help=f"write the rules to {RULES_PATH}")
     args = parser.parse_args(argv)
     if args.command == "evaluate" and args.limit is not None and args.limit < 1:

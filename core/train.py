@@ -11,56 +11,99 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from core.augment import PRESETS
-from core.dataset import DATA_ENV, DatasetError, load_manifest, manifest_hash, manifest_part, resolve_data_dir
+from core.augment import PRESETS as AUGMENT_PRESETS
+from core.cli import data_options
+from core.dataset import DatasetError, load_manifest, manifest_hash, manifest_part, resolve_data_dir
+from core.errors import LeukoScopeError
 from core.labels import CLASS_FOLDERS, N_CLASSES
-from core.provenance import device_name, git_commit  # noqa: F401 - re-exported for old callers
 from core.loader import ImageBatches, load_images
+from core.paper import PAPER_PROTOCOL
+from core.provenance import device_name, git_commit
 from models.architectures import backbone_layers_of, set_backbone_trainable
 from models.registry import REGISTRY, build, get_spec
 
-PAPER_HYPERPARAMETERS = dict(
-    learning_rate=1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-7, batch_size=17, epochs=25, patience=10,
-    loss="categorical_crossentropy", image_size=132,
-)
-
-
 @dataclass(frozen=True)
-class Recipe:
-    """A named training recipe: command-line defaults plus, for transfer learning, a frozen-
-    backbone warm-up of the new head before every layer but BatchNorm is fine-tuned."""
+class TrainConfig:
+    """Everything that shapes what a training run learns; `PAPER` is the paper's protocol.
 
-    name: str
-    description: str
-    defaults: dict
-    warmup_epochs: int = 0  # 0: one stage, as the paper trains
+    Presets are named recipes (`RECIPES`); command-line flags override single fields. Fields
+    other than `name`, `description`, `seed` and `limit` that differ from `PAPER` are recorded in
+    `run.json` as deviations from the paper.
+    """
+
+    name: str = "paper"
+    description: str = ""
+    learning_rate: float = PAPER_PROTOCOL["learning_rate"]
+    batch_size: int = PAPER_PROTOCOL["batch_size"]
+    epochs: int = PAPER_PROTOCOL["max_epochs"]  # a two-stage recipe: of the fine-tuning stage
+    patience: int = PAPER_PROTOCOL["early_stopping_patience"]
+    image_size: int = PAPER_PROTOCOL["input_size"][0]
+    augment: str = "paper"
+    class_weight: str = "none"  # or "balanced"
+    lr_schedule: str = "constant"  # or "cosine": to 1% of the rate over the epochs (or the time budget)
+    time_budget: float = 0.0  # seconds; 0: no budget
+    fine_tune: int = 0  # TL: top backbone layers to unfreeze (-1: all but BatchNorm)
+    init_weights: str | None = None
+    warmup_epochs: int = 0  # >0: a frozen-backbone warm-up of the new head first
     warmup_lr: float = 0.0
+    seed: int = 0
+    limit: int = 0  # only this many training images (smoke tests)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self):
+        for key in ("learning_rate", "batch_size", "epochs", "patience", "image_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENT_PRESETS)}, got {self.augment!r}")
+        if self.class_weight not in ("none", "balanced") or self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError("class_weight is 'none' or 'balanced'; lr_schedule is 'constant' or 'cosine'")
+
+    @property
+    def two_stage(self) -> bool:
+        return self.warmup_epochs > 0
+
+    def hyperparameters(self) -> dict:
+        """The record written to run.json (key names kept stable for the Benchmark page)."""
+        return dict(
+            learning_rate=self.learning_rate, beta_1=PAPER_PROTOCOL["beta_1"], beta_2=PAPER_PROTOCOL["beta_2"],
+            epsilon=PAPER_PROTOCOL["epsilon"], batch_size=self.batch_size, epochs_max=self.epochs,
+            patience=self.patience, loss=PAPER_PROTOCOL["loss"], image_size=self.image_size, augment=self.augment,
+            augment_config=AUGMENT_PRESETS[self.augment].to_dict(), class_weight=self.class_weight,
+            fine_tune_layers=self.fine_tune, seed=self.seed, limit=self.limit, lr_schedule=self.lr_schedule,
+            init_weights=self.init_weights, time_budget_seconds=self.time_budget,
+            recipe=dict(name=self.name, description=self.description, warmup_epochs=self.warmup_epochs,
+                        warmup_lr=self.warmup_lr),
+        )
+
+    def deviations_from_paper(self) -> dict:
+        """run.json key -> this run's value, for every setting that is not the paper's."""
+        ours, paper = self.hyperparameters(), PAPER.hyperparameters()
+        out = {k: v for k, v in ours.items()
+               if k not in ("augment_config", "recipe", "seed", "limit") and v != paper[k]}
+        if self.two_stage:
+            out["recipe"] = self.name
+        return out
 
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("paper", "the paper's protocol: Adam 1e-4, batch 17, <= 25 epochs, patience 10, 132 px",
-           dict(lr=PAPER_HYPERPARAMETERS["learning_rate"], batch_size=PAPER_HYPERPARAMETERS["batch_size"],
-                epochs=PAPER_HYPERPARAMETERS["epochs"], patience=PAPER_HYPERPARAMETERS["patience"],
-                image_size=PAPER_HYPERPARAMETERS["image_size"])),
+PAPER = TrainConfig(description="the paper's protocol: Adam 1e-4, batch 17, <= 25 epochs, patience 10, 132 px")
+RECIPES: dict[str, TrainConfig] = {c.name: c for c in (
+    PAPER,
     # The trial of issue 11: without the stain-robust augmentation an ImageNet model fell to
     # ~71% on grayscale copies, so it is part of the recipe. BatchNorm stays in inference mode
     # (ImageNet statistics); validation dips early at lr 1e-4, so the best epoch on validation
     # loss is kept, never the last.
-    Recipe("tl-two-stage", "ImageNet backbone frozen for 3 epochs (head at lr 1e-3), then every layer but "
-           "BatchNorm fine-tuned at lr 1e-4 with a cosine decay; 160 px, batch 32, stain-robust augmentation, "
-           "balanced class weights; the weights of the lowest validation loss are kept",
-           dict(lr=1e-4, batch_size=32, epochs=15, patience=8, image_size=160, augment="stain-robust",
-                class_weight="balanced", lr_schedule="cosine", fine_tune=-1),
-           warmup_epochs=3, warmup_lr=1e-3),
+    replace(PAPER, name="tl-two-stage",
+            description="ImageNet backbone frozen for 3 epochs (head at lr 1e-3), then every layer but BatchNorm "
+                        "fine-tuned at lr 1e-4 with a cosine decay; 160 px, batch 32, stain-robust augmentation, "
+                        "balanced class weights; the weights of the lowest validation loss are kept",
+            batch_size=32, epochs=15, patience=8, image_size=160, augment="stain-robust", class_weight="balanced",
+            lr_schedule="cosine", fine_tune=-1, warmup_epochs=3, warmup_lr=1e-3),
 )}
 
 
@@ -153,27 +196,32 @@ def _extend(logs: dict[str, list], new: dict[str, list]) -> None:
         logs.setdefault(k, []).extend(v)
 
 
-def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: dict) -> dict:
-    """Train one registry model into `args.out/<name>`; returns the run record."""
+def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, run_dir: Path, *,
+              manifest_path: str | None = None, command: str = "", resume: bool = False, overwrite: bool = False,
+              workers: int = 1, verbose: int | str = "auto") -> dict:
+    """Train one registry model into `run_dir`; returns the run record (also written to run.json).
+
+    `command` is recorded as given (a call from Python is not the process's sys.argv); `resume`
+    continues from the run directory's epoch checkpoint.
+    """
     spec = get_spec(name)
-    run_dir = Path(args.out) / name if len(args.models) > 1 else Path(args.out)
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     weights_path = run_dir / spec.weights_file
-    if weights_path.exists() and not args.resume and not args.overwrite:
+    if weights_path.exists() and not resume and not overwrite:
         raise DatasetError(f"{weights_path} exists: pass --resume to continue or --overwrite to start again.")
-    if not args.resume:  # a fresh start must not restore a previous run's epoch checkpoints
+    if not resume:  # a fresh start must not restore a previous run's epoch checkpoints
         for stale in ("checkpoint", "checkpoint-warmup", "warmup.done"):
             shutil.rmtree(run_dir / stale, ignore_errors=True) if (run_dir / stale).is_dir() \
                 else (run_dir / stale).unlink(missing_ok=True)
-    keras.utils.set_random_seed(args.seed)
-    size = args.image_size
-    # Built first: a missing ImageNet file fails in seconds, not after loading the data.
-    recipe = RECIPES[args.recipe]
-    two_stage = recipe.warmup_epochs > 0
+    keras.utils.set_random_seed(config.seed)
+    size = config.image_size
+    two_stage = config.two_stage
     if two_stage and spec.mode != "tl":
-        raise DatasetError(f"recipe {recipe.name} fine-tunes an ImageNet backbone: use --mode tl.")
-    # Two stages start with the whole backbone frozen; --fine-tune applies in the second.
-    model = build(name, N_CLASSES, fine_tune_layers=0 if two_stage else args.fine_tune, input_size=size)
+        raise DatasetError(f"recipe {config.name} fine-tunes an ImageNet backbone: use --mode tl.")
+    # Built first: a missing ImageNet file fails in seconds, not after loading the data.
+    # Two stages start with the whole backbone frozen; fine_tune applies in the second.
+    model = build(name, N_CLASSES, fine_tune_layers=0 if two_stage else config.fine_tune, input_size=size)
     t_load = time.perf_counter()
     parts = {}
     for part in ("train", "val"):
@@ -187,52 +235,51 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
     x_val, y_val = parts["val"]
     print(f"{name}: {len(x_train)} train, {len(x_val)} val images at {size}x{size} "
           f"(loaded in {load_seconds:.0f} s)", flush=True)
-    if args.limit:  # a seeded, class-mixed subset (the manifest is sorted by class)
-        rng = np.random.default_rng(args.seed)
-        keep = rng.permutation(len(x_train))[: args.limit]
-        keep_val = rng.permutation(len(x_val))[: max(args.limit // 4, 8)]
+    if config.limit:  # a seeded, class-mixed subset (the manifest is sorted by class)
+        rng = np.random.default_rng(config.seed)
+        keep = rng.permutation(len(x_train))[: config.limit]
+        keep_val = rng.permutation(len(x_val))[: max(config.limit // 4, 8)]
         x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_val[keep_val], y_val[keep_val]
 
-    if args.init_weights:
-        model.load_weights(args.init_weights)
-    loader_kw = dict(workers=args.workers, use_multiprocessing=False) if args.workers > 1 else {}
-    train_seq = ImageBatches(x_train, y_train, args.batch_size, PRESETS[args.augment], shuffle=True, seed=args.seed,
-                             drop_remainder=True, **loader_kw)
-    val_seq = ImageBatches(x_val, y_val, args.batch_size, **loader_kw)
+    if config.init_weights:
+        model.load_weights(config.init_weights)
+    loader_kw = dict(workers=workers, use_multiprocessing=False) if workers > 1 else {}
+    train_seq = ImageBatches(x_train, y_train, config.batch_size, AUGMENT_PRESETS[config.augment], shuffle=True,
+                             seed=config.seed, drop_remainder=True, **loader_kw)
+    val_seq = ImageBatches(x_val, y_val, config.batch_size, **loader_kw)
     # Best weights so far survive a killed run (the final file is written only at the end);
     # one instance spans both stages, and a resumed run starts from the best loss logged.
     best_path = run_dir / "best.weights.h5"
     best_cb = keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
                                               save_weights_only=True,
-                                              initial_value_threshold=_best_logged(run_dir, args.resume))
-    fit_kw = dict(class_weight=class_weights(y_train) if args.class_weight == "balanced" else None,
-                  verbose=args.verbose)
+                                              initial_value_threshold=_best_logged(run_dir, resume))
+    fit_kw = dict(class_weight=class_weights(y_train) if config.class_weight == "balanced" else None,
+                  verbose=verbose)
     history_logs: dict[str, list] = {}
     t0 = time.perf_counter()
     if two_stage:
         done = run_dir / "warmup.done"
         if not done.exists():
-            _compile(model, recipe.warmup_lr)
-            h = model.fit(train_seq, validation_data=val_seq, epochs=recipe.warmup_epochs,
-                          callbacks=_stage_callbacks(run_dir, "checkpoint-warmup", args.resume, best_cb), **fit_kw)
+            _compile(model, config.warmup_lr)
+            h = model.fit(train_seq, validation_data=val_seq, epochs=config.warmup_epochs,
+                          callbacks=_stage_callbacks(run_dir, "checkpoint-warmup", resume, best_cb), **fit_kw)
             _extend(history_logs, h.history)
             done.write_text("the frozen-backbone warm-up finished\n")
-        set_backbone_trainable(backbone_layers_of(model), args.fine_tune or -1)
-        total_epochs = recipe.warmup_epochs + args.epochs
-    else:
-        total_epochs = args.epochs
-    lr = args.lr
-    if args.lr_schedule == "cosine" and not args.time_budget:
-        steps = args.epochs * -(-len(x_train) // args.batch_size)
-        lr = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
+        set_backbone_trainable(backbone_layers_of(model), config.fine_tune or -1)
+    total_epochs = config.warmup_epochs + config.epochs
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine" and not config.time_budget:
+        steps = config.epochs * -(-len(x_train) // config.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.01)
     _compile(model, lr)
-    callbacks = _stage_callbacks(run_dir, "checkpoint", args.resume or two_stage, best_cb)
-    callbacks.insert(2, keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
+    callbacks = _stage_callbacks(run_dir, "checkpoint", resume or two_stage, best_cb)
+    callbacks.insert(2, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                       restore_best_weights=not two_stage, verbose=1))
-    if args.time_budget:  # first, so the history CSV records the learning rate it sets
-        callbacks.insert(0, TimeBudget(args.time_budget, args.lr, alpha=0.01 if args.lr_schedule == "cosine" else 1.0))
+    if config.time_budget:  # first, so the history CSV records the learning rate it sets
+        callbacks.insert(0, TimeBudget(config.time_budget, config.learning_rate,
+                                       alpha=0.01 if config.lr_schedule == "cosine" else 1.0))
     h = model.fit(train_seq, validation_data=val_seq, epochs=total_epochs,
-                  initial_epoch=recipe.warmup_epochs if two_stage else 0, callbacks=callbacks, **fit_kw)
+                  initial_epoch=config.warmup_epochs, callbacks=callbacks, **fit_kw)
     _extend(history_logs, h.history)
     if two_stage and best_path.exists():  # the best epoch of either stage, chosen on validation loss
         model.load_weights(str(best_path))
@@ -240,33 +287,11 @@ def train_one(name: str, args: argparse.Namespace, data_root: Path, manifest: di
     save_inference_weights(model, name, size, weights_path)
     epoch_seconds = history_logs.get("epoch_seconds", [])  # both stages' epochs
     val_loss = history_logs.get("val_loss", [])
-    hp = dict(
-        learning_rate=args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, batch_size=args.batch_size,
-        epochs_max=args.epochs, patience=args.patience, loss="categorical_crossentropy", image_size=size,
-        augment=args.augment, augment_config=PRESETS[args.augment].to_dict(), class_weight=args.class_weight,
-        fine_tune_layers=args.fine_tune, seed=args.seed, limit=args.limit,
-        lr_schedule=args.lr_schedule, init_weights=args.init_weights, time_budget_seconds=args.time_budget,
-        recipe=recipe.to_dict(),
-    )
-    deviations = {k: v for k, v in hp.items() if k in PAPER_HYPERPARAMETERS and PAPER_HYPERPARAMETERS[k] != v}
-    if args.epochs != PAPER_HYPERPARAMETERS["epochs"]:
-        deviations["epochs_max"] = args.epochs
-    if args.augment != "paper":
-        deviations["augment"] = args.augment
-    if args.class_weight != "none":
-        deviations["class_weight"] = args.class_weight
-    if args.lr_schedule != "constant":
-        deviations["lr_schedule"] = args.lr_schedule
-    if args.init_weights:
-        deviations["init_weights"] = args.init_weights
-    if args.time_budget:
-        deviations["time_budget_seconds"] = args.time_budget
-    if two_stage:
-        deviations["recipe"] = recipe.name
+    hp = config.hyperparameters()
+    deviations = config.deviations_from_paper()
     record = dict(
         model=name, family=spec.family, mode=spec.mode,
-        command=" ".join([Path(sys.executable).name, "-m", "core.train", *args.argv]),
-        git_commit=git_commit(), manifest=str(args.manifest or "benchmarks/split_manifest.json"),
+        command=command, git_commit=git_commit(), manifest=str(manifest_path or "benchmarks/split_manifest.json"),
         manifest_hash=manifest_hash(manifest), data=str(data_root),
         n_train=int(len(x_train)), n_val=int(len(x_val)),
         train_counts={c: int((y_train == i).sum()) for i, c in enumerate(CLASS_FOLDERS)},
@@ -301,63 +326,66 @@ def resolve_models(model_arg: str, mode: str) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
+# Command-line flag -> TrainConfig field, where the names differ.
+_FLAG_FIELDS = {"lr": "learning_rate", "recipe": "name"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The chosen recipe with every flag given on the command line applied over it."""
+    names = {f.name for f in fields(TrainConfig)}
+    given = {_FLAG_FIELDS.get(k, k): v for k, v in vars(args).items() if v is not None}
+    return replace(RECIPES[args.recipe], **{k: v for k, v in given.items() if k in names and k != "name"})
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help=f"dataset root in the public layout (default: ${DATA_ENV})")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="paper",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, parents=[data_options()])
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=PAPER.name,
                    help="named recipe that sets the defaults below: " + "; ".join(
                        f"{r.name}: {r.description}" for r in RECIPES.values()))
     p.add_argument("--model", required=True, help="family or registry name, comma-separated, or 'all'")
     p.add_argument("--mode", choices=["baseline", "tl"], default="baseline")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--manifest", help="split manifest (default: benchmarks/split_manifest.json)")
-    p.add_argument("--epochs", type=int, default=PAPER_HYPERPARAMETERS["epochs"],
+    # Left unset (None) unless given: the recipe supplies the value.
+    p.add_argument("--epochs", type=int,
                    help="maximum epochs (a two-stage recipe: of the fine-tuning stage, after the warm-up)")
-    p.add_argument("--batch-size", type=int, default=PAPER_HYPERPARAMETERS["batch_size"])
-    p.add_argument("--image-size", type=int, default=PAPER_HYPERPARAMETERS["image_size"])
-    p.add_argument("--lr", type=float, default=PAPER_HYPERPARAMETERS["learning_rate"])
-    p.add_argument("--patience", type=int, default=PAPER_HYPERPARAMETERS["patience"])
-    p.add_argument("--augment", choices=sorted(PRESETS), default="paper")
-    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS))
+    p.add_argument("--class-weight", choices=["none", "balanced"])
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
                    help="cosine: decay from --lr to 1%% of it over --epochs")
-    p.add_argument("--time-budget", type=float, default=0,
+    p.add_argument("--time-budget", type=float,
                    help="stop before this many seconds of training; with cosine, decay over this time, not --epochs")
-    p.add_argument("--workers", type=int, default=1, help="threads preparing augmented batches")
     p.add_argument("--init-weights", help="start from these .weights.h5 (a second, lower-lr stage)")
-    p.add_argument("--fine-tune", type=int, default=0,
-                   help="TL: unfreeze this many top backbone layers (-1: all but BatchNorm)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke tests)")
+    p.add_argument("--fine-tune", type=int, help="TL: unfreeze this many top backbone layers (-1: all but BatchNorm)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
+    p.add_argument("--workers", type=int, default=1, help="threads preparing augmented batches")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 1 progress bar, 2 one line/epoch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    known, _ = p.parse_known_args(argv)
-    p.set_defaults(**RECIPES[known.recipe].defaults)  # the recipe's defaults; explicit flags still win
-    args = p.parse_args(argv)
-    args.argv = argv  # recorded as given (a call from Python is not the process's sys.argv)
+    args = build_parser().parse_args(argv)
+    command = " ".join([Path(sys.executable).name, "-m", "core.train", *argv])  # as given, not pytest's argv
     try:
-        args.models = resolve_models(args.model, args.mode)
+        config = config_from_args(args)
+        names = resolve_models(args.model, args.mode)
         data_root = resolve_data_dir(args.data)
         manifest = load_manifest(args.manifest)
-        for name in args.models:
-            train_one(name, args, data_root, manifest)
-    except (DatasetError, KeyError) as exc:
+        for name in names:
+            train_one(name, config, data_root, manifest, Path(args.out) / name if len(names) > 1 else Path(args.out),
+                      manifest_path=args.manifest, command=command, resume=args.resume, overwrite=args.overwrite,
+                      workers=args.workers, verbose=args.verbose)
+    except (LeukoScopeError, KeyError, ValueError) as exc:  # bad data, missing ImageNet file, unknown model, bad flag
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        if "imagenet" in str(exc).lower() or "weights" in str(exc).lower():
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
-    except Exception as exc:  # network failure fetching ImageNet weights offline
-        if "URL fetch failure" in str(exc) or "urlopen" in str(exc):
-            print("error: the ImageNet weights are not in $KERAS_HOME/models and cannot be downloaded "
-                  f"(offline?): {exc}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 

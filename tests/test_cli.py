@@ -185,3 +185,63 @@ def test_two_stage_recipe_needs_an_imagenet_backbone(tmp_path, samples_manifest,
     rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
                      "--recipe", "tl-two-stage", "--out", str(tmp_path / "x"), "--verbose", "0"])
     assert rc == 2 and "--mode tl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(__import__("core.cli", fromlist=["COMMANDS"]).COMMANDS))
+def test_every_leukoscope_command_runs_its_tools_main(command, capsys):
+    """`leukoscope X` reaches the same main as `python -m core.X` (help exits cleanly, or prints usage)."""
+    from core.cli import main as cli_main
+
+    try:
+        rc = cli_main([command, "--help"])
+    except SystemExit as exc:  # argparse's --help
+        rc = exc.code
+    out = capsys.readouterr()
+    assert rc in (0, None) and "Traceback" not in out.err, out.err
+    assert "--data" in out.out or "usage" in out.out.lower() or command == "i18n"
+
+
+def test_leukoscope_refuses_an_unknown_command(capsys):
+    from core.cli import main as cli_main
+
+    assert cli_main(["nope"]) == 2 and "unknown command" in capsys.readouterr().err
+
+
+def test_the_paper_preset_is_the_papers_protocol_and_deviations_are_recorded():
+    from dataclasses import replace
+
+    from core.paper import PAPER_PROTOCOL
+    from core.train import PAPER, RECIPES, TrainConfig, build_parser, config_from_args
+
+    assert (PAPER.learning_rate, PAPER.batch_size, PAPER.epochs, PAPER.patience, PAPER.image_size) == (
+        PAPER_PROTOCOL["learning_rate"], PAPER_PROTOCOL["batch_size"], PAPER_PROTOCOL["max_epochs"],
+        PAPER_PROTOCOL["early_stopping_patience"], PAPER_PROTOCOL["input_size"][0]) == (1e-4, 17, 25, 10, 132)
+    assert PAPER.deviations_from_paper() == {}
+    assert replace(PAPER, batch_size=32, seed=3).deviations_from_paper() == {"batch_size": 32}
+    two = RECIPES["tl-two-stage"]
+    assert two.two_stage and two.deviations_from_paper()["recipe"] == "tl-two-stage"
+    # Flags override single fields of the recipe; unset flags keep the recipe's values.
+    args = build_parser().parse_args(["--model", "m", "--out", "o", "--recipe", "tl-two-stage", "--lr", "3e-4"])
+    cfg = config_from_args(args)
+    assert cfg.learning_rate == 3e-4 and cfg.image_size == 160 and cfg.warmup_epochs == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_library_errors_share_one_base():
+    from core.case import CaseError
+    from core.dataset import DatasetError
+    from core.errors import LeukoScopeError
+    from core.explain import ExplainUnavailable
+    from core.history import HistoryError
+    from core.imageio import ImageError
+    from core.inference import ModelUnavailable
+    from core.segmentation_tools import LayoutError
+    from core.stain import StainTargetMissing
+    from models.convert import PretrainedUnavailable
+    from models.torch_checkpoint import CheckpointError
+
+    for cls in (CaseError, DatasetError, ExplainUnavailable, HistoryError, ImageError, ModelUnavailable, LayoutError,
+                StainTargetMissing, PretrainedUnavailable, CheckpointError):
+        assert issubclass(cls, LeukoScopeError), cls
+    assert issubclass(ImageError, ValueError) and issubclass(ModelUnavailable, RuntimeError)  # old excepts hold
