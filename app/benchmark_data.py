@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
-from core.paper import MODEL_KEYS, PAPER_PROTOCOL
+from core.paper import MODEL_KEYS, PAPER_PROTOCOL, Protocol
 from models.registry import PROJECT_ROOT, REGISTRY, offline_imagenet, train_command, weights_meta
 
 RESULTS_ENV = "LEUKOSCOPE_RESULTS"
@@ -186,6 +186,8 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "uncertain_pct": _pct(calib.get("test_uncertain_fraction")),
             "grayscale_accuracy": _pct(rob.get("grayscale_accuracy")),
             "colour_jitter_accuracy": _pct(rob.get("colour_jitter_accuracy")),
+            "protocol": protocol_of(r).value,
+            "trained_on": trained_on(r),
             "weights": weights_text(r),
             "device": r.get("device", ""),
             "evaluated": r.get("evaluated", ""),
@@ -194,7 +196,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
         })
     cols = ["model", "display", "provenance", "family", "mode", "split", "n_images", "views", "accuracy", "macro_f1", "ece_before",
             "ece_after", "temperature", "threshold", "uncertain_pct", "grayscale_accuracy",
-            "colour_jitter_accuracy", "weights", "device", "evaluated", "command", "file"]
+            "colour_jitter_accuracy", "protocol", "trained_on", "weights", "device", "evaluated", "command", "file"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -251,27 +253,74 @@ def reliability_frame(result: dict[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def _status(name: str) -> str:
-    """"reproduced" only when the weights were trained with the paper's protocol."""
+DIFFERENCES_PATH = PROJECT_ROOT / "benchmarks" / "paper" / "differences.json"
+#: Points between ours and the paper's (from its matrix) beyond which a row needs an explanation.
+EXPLAIN_ABOVE = 2.0
+
+
+def protocol_of(result: dict[str, Any]) -> Protocol:
+    """PAPER when every member's weights were trained with the paper's protocol, OWN when any
+    deviated, from the evaluation's own `training` record (older files: the meta beside the
+    weights on this machine)."""
+    training = result.get("training")
+    if isinstance(training, dict) and training:
+        found = {str(t.get("protocol", Protocol.UNKNOWN.value)) for t in training.values() if isinstance(t, dict)}
+    else:
+        try:
+            deviations = weights_meta(str(result["model"])).get("deviations_from_paper")
+        except (KeyError, OSError, ValueError):
+            deviations = None
+        found = {Protocol.UNKNOWN.value if deviations is None else
+                 Protocol.OWN.value if deviations else Protocol.PAPER.value}
+    if Protocol.OWN.value in found:
+        return Protocol.OWN
+    return Protocol.PAPER if found == {Protocol.PAPER.value} else Protocol.UNKNOWN
+
+
+def trained_on(result: dict[str, Any]) -> str:
+    """The hardware the members were trained on, from the evaluation's `training` record."""
+    training = result.get("training") or {}
+    devices = sorted({str(t["device"]) for t in training.values() if isinstance(t, dict) and t.get("device")})
+    return ", ".join(devices)
+
+
+def load_differences(path: str | Path | None = None) -> dict[str, str]:
+    """Registry name -> one sentence on why our result differs from the paper's (written by whoever
+    ran the comparison, after reading both; `benchmarks/paper/differences.json`)."""
     try:
-        deviations = weights_meta(name).get("deviations_from_paper")
-    except (KeyError, OSError, ValueError):
-        deviations = None
-    return "ours, protocol differs (see Training runs)" if deviations else "reproduced"
+        data = json.loads(Path(path or DIFFERENCES_PATH).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in (data.get("explanations") or {}).items()}
 
 
-def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
-    """The paper's accuracy rows (``core.paper.accuracy_table()``) with our test accuracy beside
-    each, or "not reproduced here" and the commands that would produce it."""
-    best: dict[str, dict[str, Any]] = {}
+STATUS_OF_PROTOCOL = {Protocol.PAPER.value: "reproduced", Protocol.OWN.value: "ours, protocol differs (see Training runs)",
+                      Protocol.UNKNOWN.value: "ours, protocol not recorded"}
+
+
+def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame,
+                     differences: dict[str, str] | None = None) -> pd.DataFrame:
+    """The paper's accuracy rows (``core.paper.accuracy_table()``) with ours beside each: the
+    test accuracy of weights trained with the paper's protocol when we have them (else of our
+    own recipe, marked so), our own recipe's next to it, the training hardware, and for a gap
+    above EXPLAIN_ABOVE points the sentence from `differences`; "not reproduced here" and the
+    commands otherwise."""
+    differences = load_differences() if differences is None else differences
+    by_protocol: dict[tuple[str, str], dict[str, Any]] = {}
     for row in ours.to_dict("records"):
         if row.get("split", "test") == "test" and row.get("views", 1) == 1:  # the paper used one view
-            best.setdefault(row["model"], row)
+            by_protocol.setdefault((row["model"], row.get("protocol", Protocol.UNKNOWN.value)), row)
     rows = []
     for p in paper_accuracy.to_dict("records"):
         name = registry_name(p["model"], p["mode"])
-        o = best.get(name)
+        paper_run = by_protocol.get((name, Protocol.PAPER.value))
+        own = by_protocol.get((name, Protocol.OWN.value)) or by_protocol.get((name, Protocol.UNKNOWN.value))
+        o = paper_run or own
         n_correct, n_img = p.get("n_correct_in_matrix"), p.get("n_images_in_matrix")
+        gap = (o["accuracy"] - p["accuracy_from_matrix"]) if o and not pd.isna(p["accuracy_from_matrix"]) else math.nan
+        note = ""
+        if not math.isnan(gap) and abs(gap) > EXPLAIN_ABOVE:
+            note = differences.get(name) or f"differs by {gap:+.1f} points; not yet explained"
         rows.append({
             "paper_label": p["paper_label"],
             "model": name,
@@ -283,15 +332,21 @@ def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame) -> pd.Dat
             "matrix": (f"{int(n_correct)}/{int(n_img)} ({p['matrix_source']})"
                        if not pd.isna(n_img) else ""),
             "our_accuracy": o["accuracy"] if o else math.nan,
+            "our_protocol": o.get("protocol", "") if o else "",
+            "our_recipe_accuracy": own["accuracy"] if own and paper_run else math.nan,
+            "difference": gap,
+            "why_it_differs": note,
+            "trained_on": o.get("trained_on", "") if o else "",
             "our_split": o["split"] if o else "",
             "our_n_images": o["n_images"] if o else pd.NA,
             "our_weights": o["weights"] if o else "",
-            "status": _status(name) if o else NOT_REPRODUCED,
-            "how_to_reproduce": "" if o else reproduce_command(name),
+            "status": STATUS_OF_PROTOCOL[o.get("protocol", Protocol.UNKNOWN.value)] if o else NOT_REPRODUCED,
+            "how_to_reproduce": "" if paper_run else reproduce_command(name),
         })
     df = pd.DataFrame(rows, columns=["paper_label", "model", "family", "mode", "accuracy_stated", "stated_in",
-                                     "accuracy_from_matrix", "matrix", "our_accuracy", "our_split",
-                                     "our_n_images", "our_weights", "status", "how_to_reproduce"])
+                                     "accuracy_from_matrix", "matrix", "our_accuracy", "our_protocol",
+                                     "our_recipe_accuracy", "difference", "why_it_differs", "trained_on",
+                                     "our_split", "our_n_images", "our_weights", "status", "how_to_reproduce"])
     df["our_n_images"] = df["our_n_images"].astype("Int64")
     return df
 

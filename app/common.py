@@ -30,6 +30,11 @@ def _(text: str) -> str:
     return translator(current_language())(text)
 
 
+def N_(text: str) -> str:
+    """Marks text for translation where it is defined (pybabel finds it); `_` translates it where shown."""
+    return text
+
+
 def language_picker() -> Language:
     """English / বাংলা switch in the sidebar; remembered for the session and in the URL."""
     langs = list(Language)

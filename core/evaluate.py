@@ -27,6 +27,7 @@ from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, appl
                             fit_temperature, load_predictor)
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
+from core.paper import Protocol
 from core.provenance import device_name, git_commit
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "split_description": (f"{args.split} part of the split manifest (image-level split; no patient IDs)"
                               if manifest else f"every image under {root}"),
         **result,
+        "training": {m.name: training_summary(m.weights_path) for m in predictor.members},
         "weights": {m.name: _display_path(m.weights_path) for m in predictor.members},
         "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
         "image_size": {m.name: m.image_size for m in predictor.members}, "views": predictor.views,
@@ -210,6 +212,26 @@ def gate_report(predictor: Predictor, images: list[np.ndarray], labels: np.ndarr
                       "scope_ratio": r.scope_ratio, "smear_score": r.smear_score}
                      for r, t in zip(records, labels) if not r.status.gives_subtype],
     }
+
+
+#: run.json fields copied into an evaluation, so a result names how its weights were trained.
+_TRAINING_FIELDS = ("command", "device", "keras_backend", "git_commit", "deviations_from_paper", "best_epoch",
+                    "epochs_run_this_session", "seconds_per_epoch", "total_seconds", "n_train", "finished")
+
+
+def training_summary(weights_path: Path) -> dict:
+    """How a member's weights were trained: the run.json beside them (a core.train run folder),
+    else the meta.json the shipped weights carry; `protocol` is "paper" only when nothing deviated."""
+    weights_path = Path(weights_path)
+    run_file = weights_path.with_name("run.json")
+    source = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    if not source and _meta_path(weights_path).is_file():
+        meta = json.loads(_meta_path(weights_path).read_text())
+        source = {"command": meta.get("run"), "deviations_from_paper": meta.get("deviations_from_paper")}
+    out = {k: source[k] for k in _TRAINING_FIELDS if source.get(k) is not None}
+    deviations = source.get("deviations_from_paper")
+    out["protocol"] = (Protocol.UNKNOWN if deviations is None else Protocol.OWN if deviations else Protocol.PAPER).value
+    return out
 
 
 def _display_path(path: Path) -> str:

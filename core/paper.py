@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ PAPER_PROTOCOL: dict[str, Any] = {
         "framework": "Section 3 (Research Methodology)",
     },
 }
+
+
+class Protocol(str, Enum):
+    """How a model's weights were trained, relative to :data:`PAPER_PROTOCOL` (recorded in evaluations)."""
+
+    PAPER = "paper"  # nothing deviated (core.train's PAPER preset)
+    OWN = "own recipe"  # some setting deviated; run.json lists which
+    UNKNOWN = "unknown"  # no training record beside the weights
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,7 @@ def test_benchmark_page(app_env, media):
     assert set(at.dataframe[0].value["mode"]) == {"tl"}
     # The session-aware figures sit beside the paper-style ones, with the anchor and the audit.
     assert "New patients (session-aware)" in page
-    cv = next(df.value for df in at.dataframe if "protocol" in df.value)
+    cv = next(df.value for df in at.dataframe if "scheme" in df.value)
     assert set(cv["scheme"]) == {"random", "contiguous"}
     assert "0.968" in page and "shrirudragoud" in page
     assert "tl-two-stage**: " in page and "on session-aware folds" in page
@@ -396,10 +396,11 @@ def test_benchmark_data_tables():
     assert list(pc["class"]) == list(CLASS_FOLDERS) and pc["support"].sum() == 40
     assert pc.iloc[0]["recall"] == pytest.approx(100 * rec["per_class"]["Benign"]["recall"])
 
-    cmp_ = bd.comparison_table(paper.accuracy_table(), acc)
+    cmp_ = bd.comparison_table(paper.accuracy_table(), acc, differences={})
     assert len(cmp_) == 13
     by = cmp_.set_index("model")
-    assert by.loc["xception-tl", "status"] == "reproduced"
+    # No training record with the evaluation and no weights here: never claimed as a reproduction.
+    assert by.loc["xception-tl", "status"] == "ours, protocol not recorded"
     assert by.loc["xception-tl", "our_accuracy"] == pytest.approx(row["accuracy"])
     assert by.loc["dex", "matrix"] == "863/896 (Figure 6)"
     assert by.loc["dex", "status"] == bd.NOT_REPRODUCED
@@ -411,6 +412,25 @@ def test_benchmark_data_tables():
     assert len(bd.filter_frame(cmp_, [], None)) == 13
     assert bd.family_options(acc)[:7] == list(paper.MODEL_KEYS)
     assert bd.family_of("mdx") == "mdx" and bd.family_of("densenet201-tl") == "densenet201"
+
+    # A paper-protocol evaluation takes the paper row; our own recipe's stands beside it; a gap of
+    # more than 2 points carries the written explanation, or says that none is written yet.
+    paper_run = {**fake_evaluation("xception-tl", n=40), "accuracy": 0.5,  # far below the paper's 90.5
+                 "training": {"xception-tl": {"protocol": "paper", "device": "CPU (2 cores)"}}}
+    own_run = {**rec, "training": {"xception-tl": {"protocol": "own recipe"}}}
+    both = bd.our_accuracy_table([own_run, paper_run])
+    assert list(both["protocol"]) == ["own recipe", "paper"] and list(both["trained_on"]) == ["", "CPU (2 cores)"]
+    by = bd.comparison_table(paper.accuracy_table(), both, differences={"xception-tl": "Because."}).set_index("model")
+    assert by.loc["xception-tl", "status"] == "reproduced" and by.loc["xception-tl", "our_protocol"] == "paper"
+    assert by.loc["xception-tl", "our_recipe_accuracy"] == pytest.approx(100 * rec["accuracy"])
+    assert by.loc["xception-tl", "trained_on"] == "CPU (2 cores)"
+    assert by.loc["xception-tl", "difference"] == pytest.approx(50 - by.loc["xception-tl", "accuracy_from_matrix"])
+    assert by.loc["xception-tl", "why_it_differs"] == "Because."
+    unexplained = bd.comparison_table(paper.accuracy_table(), both, differences={}).set_index("model")
+    assert "not yet explained" in unexplained.loc["xception-tl", "why_it_differs"]
+    close = bd.comparison_table(paper.accuracy_table(), bd.our_accuracy_table([{**paper_run, "accuracy": 0.905}]),
+                                differences={"xception-tl": "Because."}).set_index("model")
+    assert close.loc["xception-tl", "why_it_differs"] == ""  # within 2 points: nothing to explain
 
     cm = bd.confusion_matrix_of(rec)
     assert cm.sum() == 40 and np.allclose(bd.row_normalise(cm).sum(axis=1), 1.0)
