@@ -229,12 +229,6 @@ def confusion_matrix_of(result: dict[str, Any]) -> np.ndarray:
     return cm
 
 
-def row_normalise(cm: np.ndarray) -> np.ndarray:
-    cm = np.asarray(cm, dtype=float)
-    rows = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-
-
 def reliability_frame(result: dict[str, Any]) -> pd.DataFrame:
     """Reliability-diagram bins before and after temperature scaling: columns stage
     ("before"/"after"), bin_low, bin_high, confidence, accuracy, count."""

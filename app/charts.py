@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.labels import CLASS_NAMES
+from core.metrics import row_normalise
 
 _MARGIN = dict(l=8, r=8, t=36, b=8)
 
@@ -47,8 +48,7 @@ def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], title: str, normali
     """Rows = true class, columns = predicted class; counts or row-normalised fractions."""
     cm = np.asarray(cm, dtype=float)
     if normalise:
-        rows = cm.sum(axis=1, keepdims=True)
-        z = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+        z = row_normalise(cm)
         text = [[f"{v:.0%}" for v in row] for row in z]
     else:
         z = cm

@@ -50,6 +50,42 @@ def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(balanced_accuracy_score(labels, pred))
 
 
+def per_class_metrics(labels: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Per class, in class order: precision, recall, F1 (scikit-learn, zero_division=0), one-vs-rest
+    specificity TN / (TN + FP) and support (true count). labels, pred (N,) ints in [0, 4)."""
+    classes = list(range(N_CLASSES))
+    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=classes, zero_division=0)
+    mcm = multilabel_confusion_matrix(labels, pred, labels=classes)
+    tn, fp = mcm[:, 0, 0], mcm[:, 0, 1]
+    spec = np.divide(tn, tn + fp, out=np.zeros(N_CLASSES), where=(tn + fp) > 0)
+    return {"precision": p, "recall": r, "f1": f, "specificity": spec, "support": s.astype(np.int64)}
+
+
+def labels_from_matrix(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, pred) integer arrays whose confusion matrix is `cm` (rows = true, columns = predicted)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.shape != (N_CLASSES, N_CLASSES) or (cm < 0).any():
+        raise ValueError(f"expected a {N_CLASSES}x{N_CLASSES} matrix of counts, got shape {cm.shape}")
+    k = np.arange(N_CLASSES)
+    return np.repeat(np.repeat(k, N_CLASSES), cm.ravel()), np.repeat(np.tile(k, N_CLASSES), cm.ravel())
+
+
+def matrix_metrics(cm: np.ndarray) -> dict:
+    """Accuracy, n, n_correct and :func:`per_class_metrics` of a published confusion matrix
+    (rows = true, columns = predicted), through the same scikit-learn path as our own evaluations."""
+    labels, pred = labels_from_matrix(cm)
+    n = int(len(labels))
+    return {"accuracy": float(accuracy_score(labels, pred)) if n else 0.0, "n": n,
+            "n_correct": int((labels == pred).sum()), **per_class_metrics(labels, pred)}
+
+
+def row_normalise(cm: np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix divided by its sum (recall on the diagonal); empty rows stay 0."""
+    cm = np.asarray(cm, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, per-class precision/recall/F1/specificity/support, macro and weighted averages,
     confusion matrix (rows = true class, columns = predicted), one-vs-rest ROC-AUC, log loss and ECE.
@@ -58,15 +94,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """
     pred = probs.argmax(axis=1)
     classes = list(range(N_CLASSES))
-    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=classes, zero_division=0)
-    mcm = multilabel_confusion_matrix(labels, pred, labels=classes)
-    tn, fp = mcm[:, 0, 0], mcm[:, 0, 1]
-    spec = np.divide(tn, tn + fp, out=np.zeros(N_CLASSES), where=(tn + fp) > 0)
-    per_class = {
-        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-            "specificity": float(spec[i]), "support": int(s[i])}
-        for i, c in enumerate(CLASS_FOLDERS)
-    }
+    pc = per_class_metrics(labels, pred)
+    per_class = {c: {k: (int(v[i]) if k == "support" else float(v[i])) for k, v in pc.items()}
+                 for i, c in enumerate(CLASS_FOLDERS)}
     averages = {}
     for avg in ("macro", "weighted"):
         ap, ar, af, _ = precision_recall_fscore_support(labels, pred, labels=classes, average=avg, zero_division=0)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import CLASS_FOLDERS
+from .metrics import matrix_metrics
 
 PAPER_RESULTS_PATH: Path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper" / "paper_results.json"
 
@@ -172,40 +173,6 @@ def matrix_for(model: str, mode: str) -> np.ndarray:
     raise KeyError(f"no published confusion matrix for model={model!r} mode={mode!r}")
 
 
-def metrics_from_matrix(cm: np.ndarray) -> dict[str, Any]:
-    """Metrics of a confusion matrix with rows = true, columns = predicted.
-
-    Same arithmetic as scikit-learn (``accuracy_score``, ``precision_recall_fscore_support``
-    with ``average=None, zero_division=0``), plus one-vs-rest specificity TN / (TN + FP).
-    Per-class values are float arrays in class order, as fractions in [0, 1]; ``support`` is
-    the row sum (true count). Returns keys accuracy, n, n_correct, precision, recall, f1,
-    support, specificity.
-    """
-    cm = np.asarray(cm, dtype=np.int64)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    n = int(cm.sum())
-    fp = predicted - tp
-    fn = support - tp
-    tn = n - tp - fp - fn
-
-    def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        den = np.asarray(den, dtype=float)
-        return np.divide(num, den, out=np.zeros_like(den), where=den > 0)
-
-    return {
-        "accuracy": float(tp.sum() / n) if n else 0.0,
-        "n": n,
-        "n_correct": int(tp.sum()),
-        "precision": _div(tp, predicted),
-        "recall": _div(tp, support),
-        "f1": _div(2 * tp, 2 * tp + fp + fn),
-        "support": support.astype(np.int64),
-        "specificity": _div(tn, tn + fp),
-    }
-
-
 def _matrix_index(matrices: list[PaperMatrix]) -> dict[tuple[str, str], PaperMatrix]:
     return {(m.model, m.mode): m for m in matrices}
 
@@ -246,7 +213,7 @@ def accuracy_table(results: dict[str, Any] | None = None) -> pd.DataFrame:
             r.update(matrix_source=None, accuracy_from_matrix=np.nan,
                      n_correct_in_matrix=pd.NA, n_images_in_matrix=pd.NA)
             continue
-        met = metrics_from_matrix(m.matrix)
+        met = matrix_metrics(m.matrix)
         r.update(matrix_source=m.source, accuracy_from_matrix=100.0 * met["accuracy"],
                  n_correct_in_matrix=met["n_correct"], n_images_in_matrix=met["n"])
     df = pd.DataFrame(rows, columns=[
@@ -277,7 +244,7 @@ def per_class_table(results: dict[str, Any] | None = None) -> pd.DataFrame:
         if list(t["columns"]) != list(CLASS_FOLDERS):
             raise ValueError(f"{t['source']} {t['model']}: columns {t['columns']} differ from {CLASS_FOLDERS}")
         m = mats.get((t["model"], t["mode"]))
-        met = metrics_from_matrix(m.matrix) if m is not None else None
+        met = matrix_metrics(m.matrix) if m is not None else None
         for i, cls in enumerate(CLASS_FOLDERS):
             row: dict[str, Any] = {
                 "model": t["model"],

@@ -25,6 +25,7 @@ TIMEOUT = 240  # seconds per script run: model load + Grad-CAM on a busy 2-core 
 BAD_BYTES = b"this is a text file pretending to be a JPEG\n"
 
 from core.labels import CLASS_FOLDERS, CLASS_NAMES  # noqa: E402
+from core.metrics import row_normalise  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +434,7 @@ def test_benchmark_data_tables():
     assert close.loc["xception-tl", "why_it_differs"] == ""  # within 2 points: nothing to explain
 
     cm = bd.confusion_matrix_of(rec)
-    assert cm.sum() == 40 and np.allclose(bd.row_normalise(cm).sum(axis=1), 1.0)
+    assert cm.sum() == 40 and np.allclose(row_normalise(cm).sum(axis=1), 1.0)
     rel = bd.reliability_frame(rec)
     assert set(rel["stage"]) == {"before", "after"}
     assert rel[rel["stage"] == "before"]["count"].sum() == 40

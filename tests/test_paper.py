@@ -17,6 +17,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from core import paper  # noqa: E402
+from core.metrics import matrix_metrics  # noqa: E402
 from core.labels import CLASS_FOLDERS  # noqa: E402
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -148,7 +149,7 @@ def test_dex_accuracy_from_matrix():
     assert row["accuracy_from_matrix"] == pytest.approx(100 * 863 / 896)
     assert row["accuracy_stated"] == 99 and row["source"] == "Abstract"
     assert np.isnan(row["training_accuracy_stated"])
-    met = paper.metrics_from_matrix(paper.matrix_for("dex", "ensemble"))
+    met = matrix_metrics(paper.matrix_for("dex", "ensemble"))
     assert Fraction(met["n_correct"], met["n"]) == Fraction(863, 896)
 
 
@@ -189,7 +190,7 @@ def test_metrics_match_sklearn():
         y_true = np.repeat(np.repeat(np.arange(4), 4), cm.ravel())
         y_pred = np.repeat(np.tile(np.arange(4), 4), cm.ravel())
         np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, labels=range(4)), cm)
-        met = paper.metrics_from_matrix(cm)
+        met = matrix_metrics(cm)
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(4), average=None, zero_division=0)
         np.testing.assert_allclose(met["precision"], p)
         np.testing.assert_allclose(met["recall"], r)
