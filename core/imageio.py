@@ -191,11 +191,3 @@ def to_model_input(images: list[np.ndarray] | np.ndarray, size: int) -> np.ndarr
     """Stack RGB uint8 images into an (N, size, size, 3) float32 batch scaled to [0, 1]."""
     batch = np.stack([resize_square(im, size) for im in images]).astype(np.float32)
     return batch / 255.0
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode an RGB uint8 image as PNG bytes (for downloads and thumbnails)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ImageError("Could not encode the image.")
-    return buf.tobytes()

@@ -165,14 +165,6 @@ def confusion_matrices(results: dict[str, Any] | None = None) -> list[PaperMatri
     return out
 
 
-def matrix_for(model: str, mode: str) -> np.ndarray:
-    """The published matrix of one (model, mode), rows = true, columns = predicted."""
-    for m in confusion_matrices():
-        if m.model == model and m.mode == mode:
-            return m.matrix.copy()
-    raise KeyError(f"no published confusion matrix for model={model!r} mode={mode!r}")
-
-
 def _matrix_index(matrices: list[PaperMatrix]) -> dict[tuple[str, str], PaperMatrix]:
     return {(m.model, m.mode): m for m in matrices}
 

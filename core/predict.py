@@ -127,7 +127,7 @@ def diagnose(predictor: Predictor,
             rec.status, rec.message = Status.OUT_OF_SCOPE, explain(Status.OUT_OF_SCOPE, reason)
             rec.seconds = time.perf_counter() - t0
             continue
-        if max(rgb.shape[:2]) > HOLD_SIDE:  # models see <= 132 px; keep memory bounded for big scans
+        if max(rgb.shape[:2]) > HOLD_SIDE:  # networks take 132-160 px; keep memory bounded for big scans
             scale = HOLD_SIDE / max(rgb.shape[:2])
             rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
                              interpolation=cv2.INTER_AREA)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "Original"
@@ -131,11 +132,11 @@ def texts(at) -> str:
 
 def not_a_smear_png() -> bytes:
     """A smooth green picture (no stain, no cells): the smear check must refuse it."""
-    from core.imageio import encode_png
-
     y, x = np.mgrid[0:160, 0:160]
     rgb = np.stack([20 + x // 4, 120 + y // 2, 30 + (x + y) // 8], axis=-1).astype(np.uint8)
-    return encode_png(rgb)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def captions_of_images(at) -> list[str]:
