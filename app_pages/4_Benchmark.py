@@ -235,8 +235,10 @@ def runs_tab(b: Benchmark) -> None:
     from app.charts import training_curves
 
     f = b.filters
-    runs = [n for n in bd.list_runs() if (not f.families or bd.family_of(n) in f.families)
-            and (not f.modes or bd.mode_of(n) in f.modes)]
+    # A folder may hold a second run of one model (e.g. `mobilenetv2-baseline.paper`): filter by the model.
+    model_of = {n: bd.load_run(b.results_dir / "runs" / n).get("model") or n for n in bd.list_runs()}
+    runs = [n for n, m in model_of.items() if (not f.families or bd.family_of(m) in f.families)
+            and (not f.modes or bd.mode_of(m) in f.modes)]
     st.caption(_("The paper's protocol: ") + "; ".join(
         f"{k.replace('_', ' ')} {v}" for k, v in paper.PAPER_PROTOCOL.items()
         if k in ("input_size", "train_test_split", "batch_size", "learning_rate", "max_epochs",
