@@ -163,11 +163,12 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(v) for c, v in zip(present, w)}
 
 
-def _compile(model: keras.Model, lr) -> None:
+def _compile(model: keras.Model, lr, eager: bool = False) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        run_eagerly=eager,
     )
 
 
@@ -198,11 +199,13 @@ def _extend(logs: dict[str, list], new: dict[str, list]) -> None:
 
 def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, run_dir: Path, *,
               manifest_path: str | None = None, command: str = "", resume: bool = False, overwrite: bool = False,
-              workers: int = 1, verbose: int | str = "auto") -> dict:
+              workers: int = 1, eager: bool = False, verbose: int | str = "auto") -> dict:
     """Train one registry model into `run_dir`; returns the run record (also written to run.json).
 
     `command` is recorded as given (a call from Python is not the process's sys.argv); `resume`
-    continues from the run directory's epoch checkpoint.
+    continues from the run directory's epoch checkpoint. `eager` skips graph compilation, which
+    costs about a minute per network on a 2-core CPU: quicker for a smoke run on a few dozen images
+    (`--limit`), far slower for a real one; the weights are the same kind either way.
     """
     spec = get_spec(name)
     run_dir = Path(run_dir)
@@ -260,7 +263,7 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
     if two_stage:
         done = run_dir / "warmup.done"
         if not done.exists():
-            _compile(model, config.warmup_lr)
+            _compile(model, config.warmup_lr, eager)
             h = model.fit(train_seq, validation_data=val_seq, epochs=config.warmup_epochs,
                           callbacks=_stage_callbacks(run_dir, "checkpoint-warmup", resume, best_cb), **fit_kw)
             _extend(history_logs, h.history)
@@ -271,7 +274,7 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
     if config.lr_schedule == "cosine" and not config.time_budget:
         steps = config.epochs * -(-len(x_train) // config.batch_size)
         lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.01)
-    _compile(model, lr)
+    _compile(model, lr, eager)
     callbacks = _stage_callbacks(run_dir, "checkpoint", resume or two_stage, best_cb)
     callbacks.insert(2, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                       restore_best_weights=not two_stage, verbose=1))
@@ -297,7 +300,7 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
         train_counts={c: int((y_train == i).sum()) for i, c in enumerate(CLASS_FOLDERS)},
         hyperparameters=hp, deviations_from_paper=deviations,
         keras_backend=keras.backend.backend(), keras_version=keras.__version__,
-        device=device_name(), epochs_run_this_session=len(epoch_seconds),
+        device=device_name(), run_eagerly=eager, epochs_run_this_session=len(epoch_seconds),
         best_epoch=int(np.argmin(val_loss)) + 1 if val_loss else None,
         seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else None,
         total_seconds=total, load_seconds=load_seconds,
@@ -364,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
     p.add_argument("--workers", type=int, default=1, help="threads preparing augmented batches")
+    p.add_argument("--eager", action="store_true",
+                   help="no graph compilation (saves about a minute per network on a CPU): for smoke runs "
+                        "on a few dozen images; much slower per image")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 1 progress bar, 2 one line/epoch")
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             train_one(name, config, data_root, manifest, Path(args.out) / name if len(names) > 1 else Path(args.out),
                       manifest_path=args.manifest, command=command, resume=args.resume, overwrite=args.overwrite,
-                      workers=args.workers, verbose=args.verbose)
+                      workers=args.workers, eager=args.eager, verbose=args.verbose)
     except (LeukoScopeError, KeyError, ValueError) as exc:  # bad data, missing ImageNet file, unknown model, bad flag
         print(f"error: {exc}", file=sys.stderr)
         return 2
