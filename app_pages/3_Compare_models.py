@@ -61,8 +61,11 @@ with guarded(_("comparing the models")):
     from app.models import device, display_name, model_lists
 
     avail, missing = model_lists()
+    # ?models=a,b in the URL preselects those (a shareable comparison); otherwise every model here.
+    wanted = [n for n in (st.query_params.get("models") or "").split(",") if n in avail]
     with st.sidebar:
-        chosen = st.multiselect(_("Models"), avail, default=avail, format_func=display_name, key="cmp_models",
+        chosen = st.multiselect(_("Models"), avail, default=wanted or avail, format_func=display_name,
+                                key="cmp_models",
                                 help=_("Every model with weights on this machine; each is loaded once."))
         method = st.radio(_("Heat map"), METHODS, key="cmp_method", horizontal=True)
         opacity = st.slider(_("Heat-map opacity"), 0.0, 1.0, 0.45, 0.05, key="cmp_opacity")
