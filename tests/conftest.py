@@ -12,6 +12,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# pytest-xdist runs several test files at once: give each worker's TensorFlow (and its subprocesses)
+# its share of the cores, not all of them each; oversubscribed thread pools spin and slow everyone.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 SAMPLES = ROOT / "samples"
 
@@ -22,9 +29,39 @@ def dataset_dir() -> Path | None:
     return Path(value) if value and Path(value, "Original").is_dir() else None
 
 
-requires_dataset = pytest.mark.skipif(
-    dataset_dir() is None, reason="full dataset not available: set LEUKOSCOPE_DATA to the ALL dataset folder"
-)
+def other_lab_dir() -> Path | None:
+    """Another lab's smears, <cell type>/*.jpg, from $LEUKOSCOPE_OTHER_LAB (CI: the PBC development images)."""
+    value = os.environ.get("LEUKOSCOPE_OTHER_LAB")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+def _present_or_skip(root: Path | None, how: str) -> Path:
+    if root is None:
+        pytest.skip(how)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The full dataset; a test asking for it is marked `dataset` and skips, saying why, without it."""
+    return _present_or_skip(dataset_dir(), "set LEUKOSCOPE_DATA to the ALL dataset folder (Original/<class>/...)")
+
+
+@pytest.fixture(scope="session")
+def other_lab_root() -> Path:
+    """Another lab's smears; a test asking for it is marked `other_lab` and skips, saying why, without it."""
+    return _present_or_skip(other_lab_dir(), "set LEUKOSCOPE_OTHER_LAB to a folder of another lab's smears "
+                                             "(<cell type>/*.jpg, e.g. PBC)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark tests by what they need, so `-m "not dataset"` or `-m "not slow"` selects without reading them."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "data_root" in names:
+            item.add_marker(pytest.mark.dataset)
+        if "other_lab_root" in names:
+            item.add_marker(pytest.mark.other_lab)
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +79,13 @@ def samples_manifest(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, samples_manifest) -> Path:
     """MobileNetV2 trained for one epoch on the samples through the real CLI: a run directory
     with `mobilenetv2-baseline.weights.h5`, `.meta.json`, `history.csv` and `run.json`.
-    Not a useful classifier; real enough for every code path that needs weights."""
+    Not a useful classifier; real enough for every code path that needs weights. Eager: graph
+    compilation would cost about a minute here for one step of training."""
     from core.train import main as train_main
 
     run = tmp_path_factory.mktemp("tiny_run")
     rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
-                     "--out", str(run), "--epochs", "1", "--batch-size", "8", "--verbose", "0"])
+                     "--out", str(run), "--epochs", "1", "--batch-size", "8", "--eager", "--verbose", "0"])
     assert rc == 0
     return run
 

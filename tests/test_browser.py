@@ -21,11 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SAMPLE = ROOT / "samples" / "Original" / "Pro" / "WBC-Malignant-Pro-041.jpg"
 VIEWPORT = {"width": 1366, "height": 768}
-PAGES = [("home", ""), ("diagnose", "Diagnose"), ("segmentation", "Segmentation"), ("compare", "Compare_models"),
+# Compare runs every model with weights here (a minute or two on this CPU): the tiny one is enough.
+PAGES = [("home", ""), ("diagnose", "Diagnose"), ("segmentation", "Segmentation"),
+         ("compare", "Compare_models?models=mobilenetv2-baseline"),
          ("benchmark", "Benchmark"), ("batch", "Batch"), ("case", "Case"), ("history", "History")]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="/usr/bin/chromium is absent (apt-get install chromium)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(),
+                                                  reason="/usr/bin/chromium is absent (apt-get install chromium)")]
 
 
 def _free_port() -> int:
@@ -49,8 +51,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
 
 
-@pytest.fixture()
-def server(tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    """One app server for this module's tests (starting one costs a TensorFlow import and a model load)."""
+    tmp_path = tmp_path_factory.mktemp("server")
     port = _free_port()
     env = dict(os.environ, LEUKOSCOPE_WEIGHTS=str(tiny_run), KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
                LEUKOSCOPE_HISTORY=str(tmp_path / "history"))

@@ -7,7 +7,6 @@ development images) and skip, saying why, when it does not.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -36,19 +35,8 @@ def _sample_paths() -> list[Path]:
     return sorted(p for p in SAMPLES.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
 
 
-def _other_lab() -> Path:
-    value = os.environ.get(OTHER_LAB_ENV)
-    if not value:
-        pytest.skip(f"{OTHER_LAB_ENV} is not set: point it at another lab's smear images "
-                    "(<cell type>/*.jpg, e.g. the PBC development images) to run this test")
-    root = Path(value)
-    if not root.is_dir():
-        pytest.skip(f"{OTHER_LAB_ENV}={value} is not a folder")
-    return root
-
-
-def _other_lab_folder(name: str) -> list[Path]:
-    folder = _other_lab() / name
+def _other_lab_folder(root: Path, name: str) -> list[Path]:
+    folder = root / name
     files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
     if not files:
         pytest.skip(f"no {name}/*.jpg under ${OTHER_LAB_ENV}")
@@ -205,8 +193,8 @@ def test_large_image_is_fast():
 # --------------------------------------------------------------------------------------------
 
 
-def test_other_lab_lymphocytes_one_cell_of_plausible_size():
-    files = _other_lab_folder("lymphocyte")
+def test_other_lab_lymphocytes_one_cell_of_plausible_size(other_lab_root):
+    files = _other_lab_folder(other_lab_root, "lymphocyte")
     good = 0
     for path in files:
         res = find_white_cells(read_image(path))
@@ -216,16 +204,16 @@ def test_other_lab_lymphocytes_one_cell_of_plausible_size():
     assert good >= 0.95 * len(files), f"{good} of {len(files)} lymphocyte images"
 
 
-def test_other_lab_platelet_fields_mostly_without_white_cell():
-    files = _other_lab_folder("platelet")
+def test_other_lab_platelet_fields_mostly_without_white_cell(other_lab_root):
+    files = _other_lab_folder(other_lab_root, "platelet")
     counts = [find_white_cells(read_image(p)).count for p in files]
     # measured: 31 of 40 without (large platelets and clumps are the false finds)
     assert sum(c == 0 for c in counts) >= 0.7 * len(files), counts
     assert max(counts) <= 2
 
 
-def test_cells_fit_cli_on_other_lab(tmp_path):
-    root = _other_lab()
+def test_cells_fit_cli_on_other_lab(tmp_path, other_lab_root):
+    root = other_lab_root
     out = tmp_path / "cells.json"
     run = subprocess.run([sys.executable, "-m", "core.cells_fit", "evaluate", "--no-data", "--other-lab", str(root),
                           "--limit", "3", "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,

@@ -19,6 +19,7 @@ def test_train_writes_a_complete_run(tiny_run):
         assert key in run, key
     assert run["hyperparameters"]["learning_rate"] == 1e-4 and run["hyperparameters"]["batch_size"] == 8
     assert run["deviations_from_paper"] == {"batch_size": 8, "epochs_max": 1}
+    assert run["run_eagerly"] is True  # how it ran is recorded; it changes no hyperparameter
     lines = (tiny_run / "history.csv").read_text().splitlines()
     assert lines[0].startswith("epoch") and "epoch_seconds" in lines[0] and len(lines) == 2
     # Inference weights only (~2.26M float32 parameters = 9 MB), not the optimizer's moments too.
@@ -29,7 +30,7 @@ def test_resume_continues_from_the_last_epoch(tiny_run, tmp_path, samples_manife
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     args = ["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2", "--out", str(run),
-            "--batch-size", "8", "--verbose", "0"]
+            "--batch-size", "8", "--eager", "--verbose", "0"]
     assert train_main(args + ["--epochs", "2"]) == 2  # refuses to overwrite silently
     assert train_main(args + ["--epochs", "2", "--resume"]) == 0
     epochs = [row["epoch"] for row in csv.DictReader((run / "history.csv").open())]
@@ -58,7 +59,7 @@ def test_time_budget_stops_training_and_anneals_the_learning_rate(tmp_path, samp
     run = tmp_path / "budget"
     rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
                      "--out", str(run), "--epochs", "50", "--batch-size", "8", "--lr", "1e-3",
-                     "--lr-schedule", "cosine", "--time-budget", "1", "--workers", "2", "--verbose", "0"])
+                     "--lr-schedule", "cosine", "--time-budget", "1", "--workers", "2", "--eager", "--verbose", "0"])
     assert rc == 0
     rows = list(csv.DictReader((run / "history.csv").open()))
     # A 1 s budget ends after the first epoch (it alone takes longer), not after 50.
@@ -162,7 +163,7 @@ def test_two_stage_recipe_warms_up_the_head_then_fine_tunes_and_records_it(tmp_p
     run = tmp_path / "lite"
     args = ["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "efficientnet_lite0",
             "--mode", "tl", "--recipe", "tl-two-stage", "--out", str(run), "--epochs", "1", "--image-size", "64",
-            "--batch-size", "4", "--verbose", "0"]
+            "--batch-size", "4", "--eager", "--verbose", "0"]
     assert train_main(args) == 0
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]  # 3 warm-up epochs, then 1 of fine-tuning

@@ -75,6 +75,7 @@ def test_block_bootstrap_interval_brackets_the_estimate_and_widens_with_fewer_bl
     assert np.diff(coarse["balanced_accuracy"]) > 0
 
 
+@pytest.mark.slow
 def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(lite0_cache))
     out = tmp_path / "cv.json"

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from conftest import SAMPLES, dataset_dir, requires_dataset
+from conftest import SAMPLES
 from core.dataset import (DatasetError, build_manifest, duplicate_groups, kfold_parts, load_manifest, make_split,
                           manifest_hash, manifest_part, resolve_data_dir, scan_dataset)
 from core.labels import CLASS_FOLDERS
@@ -116,9 +116,8 @@ def test_committed_manifest_is_hash_grouped_and_70_30():
     assert abs(n_test / n - 0.3) < 0.01
 
 
-@requires_dataset
-def test_committed_manifest_matches_the_dataset():
-    root = dataset_dir()
+def test_committed_manifest_matches_the_dataset(data_root):
+    root = data_root
     m = load_manifest()
     index = scan_dataset(root)
     assert {r.file: r.sha256 for r in index.records} == {it["file"]: it["sha256"] for it in m["items"]}

@@ -100,42 +100,38 @@ def test_weights_lookup_and_how_to_get(tiny_weights_env, monkeypatch):
     assert "core.train" in how_to_get("vgg19-tl") and "ImageNet" in how_to_get("vgg19-tl")
 
 
-def test_weights_trained_under_tensorflow_load_under_jax(tiny_run):
+@pytest.mark.slow
+def test_weights_cross_keras_backends_both_ways(tiny_run, tmp_path, samples_manifest):
+    """One JAX process (its start-up is the cost): it trains through the real CLI, and predicts with
+    weights trained under TensorFlow; here, TensorFlow predicts the same and loads the JAX run."""
     pytest.importorskip("jax", reason="JAX not installed: no second Keras backend to check against")
     from core.inference import load_predictor
 
     files = sorted((SAMPLES / "Original" / "Early").iterdir())[:3]
     weights = tiny_run / "mobilenetv2-baseline.weights.h5"
-    tf_probs = load_predictor("mobilenetv2-baseline", weights_path=weights).predict_proba(
-        [read_image(f) for f in files])
+    run = tmp_path / "jax_run"
+    train_argv = ["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
+                  "--out", str(run), "--epochs", "1", "--batch-size", "8",
+                  "--image-size", "64", "--verbose", "0"]  # 64 px: XLA compiles a smaller train step
     code = (
-        "import sys, json, numpy as np; sys.path.insert(0, %r)\n"
+        "import sys, json; sys.path.insert(0, %r)\n"
+        "from core.train import main; assert main(%r) == 0\n"
         "from core.inference import load_predictor; from core.imageio import read_image\n"
         "p = load_predictor('mobilenetv2-baseline', weights_path=%r)\n"
         "print(json.dumps(p.predict_proba([read_image(f) for f in %r]).tolist()))\n"
-    ) % (str(ROOT), str(weights), [str(f) for f in files])
+    ) % (str(ROOT), train_argv, str(weights), [str(f) for f in files])
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     jax_probs = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    tf_probs = load_predictor("mobilenetv2-baseline", weights_path=weights).predict_proba(
+        [read_image(f) for f in files])
     assert np.allclose(tf_probs, jax_probs, atol=1e-4)
 
-
-def test_training_runs_unchanged_under_jax_and_loads_under_tensorflow(tmp_path, samples_manifest):
-    pytest.importorskip("jax", reason="JAX not installed: no second Keras backend to train with")
-    from core.inference import load_predictor
-
-    run = tmp_path / "jax_run"
-    out = subprocess.run(
-        [sys.executable, "-m", "core.train", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
-         "--model", "mobilenetv2", "--out", str(run), "--epochs", "1", "--batch-size", "8", "--verbose", "0"],
-        env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
-        capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((run / "run.json").read_text())["keras_backend"] == "jax"
-    files = sorted((SAMPLES / "Original" / "Benign").iterdir())[:2]
     probs = load_predictor("mobilenetv2-baseline", weights_path=run / "mobilenetv2-baseline.weights.h5") \
-        .predict_proba([read_image(f) for f in files])
+        .predict_proba([read_image(f) for f in files[:2]])
     assert probs.shape == (2, N_CLASSES) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 

@@ -1,21 +1,16 @@
 """A new hospital's images: other labs' smears, other magnifications and fields without a white cell
 get no confident subtype (issue 12's targets, on the shipped default)."""
-import os
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import SAMPLES
-from core.dataset import OTHER_LAB_ENV, image_files
+from core.dataset import image_files
 from core.imageio import read_image
 from core.status import Status
 
-OTHER_LAB = os.environ.get(OTHER_LAB_ENV)
-requires_other_lab = pytest.mark.skipif(not (OTHER_LAB and Path(OTHER_LAB).is_dir()),
-                                        reason=f"set {OTHER_LAB_ENV} to a folder of another lab's smears (PBC)")
 MALIGNANT = {"Early Pre-B", "Pre-B", "Pro-B"}
 
 
@@ -49,11 +44,11 @@ def test_zoomed_and_tiled_fields_are_out_of_scope_not_diagnosed(default_predicto
     assert all(r.status.gives_subtype for r in plain)
 
 
-@requires_other_lab
-def test_another_labs_normal_cells_never_get_a_confident_malignant_subtype(default_predictor):
+@pytest.mark.slow
+def test_another_labs_normal_cells_never_get_a_confident_malignant_subtype(default_predictor, other_lab_root):
     from core.predict import diagnose
 
-    files = image_files(OTHER_LAB)
+    files = image_files(other_lab_root)
     recs = diagnose(default_predictor, [(f.parent.name, f.read_bytes()) for f in files])
     assert not [r for r in recs if r.status is Status.REJECTED]  # they are blood smears
     confident = Counter(r.file for r in recs if r.status is Status.OK and r.label in MALIGNANT)

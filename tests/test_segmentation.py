@@ -272,19 +272,10 @@ def test_cli_evaluates_a_tiny_dataset_and_lists_unreadable_files(tmp_path):
 # ------------------------------------------------------------------ real data (optional)
 
 
-def _dataset_dir() -> Path | None:
-    value = os.environ.get("LEUKOSCOPE_DATA")
-    if not value:
-        return None
-    path = Path(value)
-    return path if (path / "Original").is_dir() and (path / "Segmented").is_dir() else None
-
-
-@pytest.mark.skipif(_dataset_dir() is None,
-                    reason="set LEUKOSCOPE_DATA to the ALL dataset folder (Original/, Segmented/) "
-                           "to check agreement with the authors' segmentation")
-def test_agreement_with_dataset_segmentation_on_200_pairs():
-    proc = _run_cli("evaluate", "--data", str(_dataset_dir()), "--limit", "200", "--seed", "1")
+def test_agreement_with_dataset_segmentation_on_200_pairs(data_root):
+    if not (data_root / "Segmented").is_dir():
+        pytest.skip(f"{data_root} has no Segmented/ folder: nothing to check agreement with")
+    proc = _run_cli("evaluate", "--data", str(data_root), "--limit", "200", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["n_images"] == 200

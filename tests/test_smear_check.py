@@ -27,31 +27,11 @@ if str(REPO_ROOT) not in sys.path:
 
 from core import smear_check as sc  # noqa: E402
 from core import smear_check_tools as tools  # noqa: E402
-from core.dataset import DATA_ENV, OTHER_LAB_ENV  # noqa: E402
+from core.dataset import DATA_ENV  # noqa: E402
 from core.imageio import read_image  # noqa: E402
 
 SAMPLES = REPO_ROOT / "samples" / "Original"
 GENERATED_KINDS = ("blank", "noise", "screenshot", "document", "gradient", "radiograph", "blobs")
-
-
-def _data_root() -> Path:
-    value = os.environ.get(DATA_ENV)
-    if not value:
-        pytest.skip(f"{DATA_ENV} is not set: point it at the ALL dataset root to run this test")
-    root = Path(value)
-    if not (root / "Original").is_dir():
-        pytest.skip(f"{DATA_ENV}={value} has no Original/ folder")
-    return root
-
-
-def _other_lab() -> Path:
-    value = os.environ.get(OTHER_LAB_ENV)
-    if not value:
-        pytest.skip(f"{OTHER_LAB_ENV} is not set: point it at another lab's smear images "
-                    "(<cell type>/*.jpg, e.g. the PBC development images) to run this test")
-    if not Path(value).is_dir():
-        pytest.skip(f"{OTHER_LAB_ENV}={value} is not a folder")
-    return Path(value)
 
 
 @pytest.fixture(scope="module")
@@ -413,8 +393,8 @@ def test_fit_command_writes_only_when_asked(tmp_path, samples_manifest):
 # --------------------------------------------------------------------------------------------
 
 
-def test_other_lab_smears_accepted():
-    root = _other_lab()
+def test_other_lab_smears_accepted(other_lab_root):
+    root = other_lab_root
     from core.cells_fit import other_lab_groups
 
     groups = other_lab_groups(root)
@@ -430,8 +410,8 @@ def test_other_lab_smears_accepted():
 # --------------------------------------------------------------------------------------------
 
 
-def test_dataset_evaluation_subsample():
-    root = _data_root()
+def test_dataset_evaluation_subsample(data_root):
+    root = data_root
     result = tools.evaluate(root, parts=["test"], limit=120, seed=0)
     json.dumps(result)  # JSON-ready
     test = result["test"]
@@ -445,8 +425,8 @@ def test_dataset_evaluation_subsample():
     assert set(neg["by_kind"]) <= set(tools.NEGATIVE_KINDS)
 
 
-def test_cli_evaluate_prints_and_writes_one_json(tmp_path):
-    root = _data_root()
+def test_cli_evaluate_prints_and_writes_one_json(tmp_path, data_root):
+    root = data_root
     out = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, "-m", "core.smear_check", "evaluate", "--data", str(root), "--limit", "15",
