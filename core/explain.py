@@ -18,8 +18,9 @@ import numpy as np
 
 from core.errors import LeukoScopeError
 from core.imageio import to_model_input
-from models.architectures import feature_layer_name
 
+# Keras (and so TensorFlow, ~10 s) is imported only when a map is drawn: the pages import METHODS
+# before they draw their upload box.
 METHODS = ("Grad-CAM", "Grad-CAM++")
 _lock = threading.Lock()
 _explainers: dict[tuple[int, str], object] = {}
@@ -37,6 +38,8 @@ def class_activation_map(model, rgb: np.ndarray, image_size: int, class_index: i
     `class_index` is the target class (0..3, the order of core.labels.CLASS_FOLDERS).
     """
     import keras
+
+    from models.architectures import feature_layer_name
 
     if keras.backend.backend() != "tensorflow":
         raise ExplainUnavailable("Grad-CAM needs KERAS_BACKEND=tensorflow (tf-keras-vis).")
@@ -74,6 +77,8 @@ def _grad_cam_function(model):
     """
     import keras
     import tensorflow as tf
+
+    from models.architectures import feature_layer_name
 
     with _lock:
         fn = _compiled.get(id(model))

@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -624,3 +626,16 @@ def test_two_sessions_never_see_each_others_case(app_env):
     no_exceptions(one), no_exceptions(two)
     assert one.session_state["case"].specimen_id == "A-1" and two.session_state["case"].specimen_id == "B-2"
     assert "B-2" not in texts(one.run()) and "A-1" not in texts(two.run())
+
+
+def test_what_pages_import_before_drawing_does_not_load_tensorflow():
+    """The upload box must appear before TensorFlow's ~10 s import: every module a page imports
+    before its first widget stays free of it (models load behind a spinner or in the background)."""
+    code = ("import sys\n"
+            "import app.common, app.inputs, app.imaging, app.models, core.explain, core.stain, core.predict\n"
+            "import models.registry\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules)\n"
+            "print('heavy=' + ','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "heavy=", out.stdout
