@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 # `streamlit run` puts this file's folder on sys.path, so app/ and core/ import as packages.
-from app.common import NO_VALUE, _, disclaimer, guarded, language_picker, setup_page
+from app.common import _, disclaimer, guarded, language_picker, setup_page, show_table
 
 
 def home() -> None:
@@ -44,8 +44,8 @@ def home() -> None:
         zoo = pd.DataFrame(rows)
         n_ok = int((zoo["available here"] == "yes").sum())
         st.subheader(_("Model zoo — {n_ok} of {n} available on this machine").format(n_ok=n_ok, n=len(zoo)))
-        st.dataframe(zoo, placeholder=NO_VALUE, hide_index=True, width="stretch", height=420,
-                     column_config={"how to get it": st.column_config.TextColumn(width="large")})
+        show_table(zoo, height=420,
+                   column_config={"how to get it": st.column_config.TextColumn(width="large")})
         dirs = ", ".join(f"`{d}`" for d in weights_dirs())
         st.caption(_("Weights are looked up in {dirs} (first match wins; set ${env} to add a folder). "
                      "Modes: baseline = trained from scratch; tl = ImageNet backbone; ensemble = soft "

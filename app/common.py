@@ -57,6 +57,11 @@ IMAGE_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # for st.file_u
 NO_VALUE = "—"
 
 
+def show_table(data, *, container=None, **kwargs):
+    """A table as every page shows one: no index column, full width, a dash for a missing value."""
+    return (container or st).dataframe(data, hide_index=True, width="stretch", placeholder=NO_VALUE, **kwargs)
+
+
 def app_icon():
     """The favicon: a stained cell drawn here and served by the app itself (a material-icon or
     emoji favicon would be fetched from a font CDN, and the app makes no external requests)."""

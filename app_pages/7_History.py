@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, setup_page
+from app.common import NO_VALUE, _, guarded, setup_page, show_table
 
 setup_page("Case history")
 st.title(_("Case history"))
@@ -29,7 +29,7 @@ with guarded(_("reading the case history")):
         st.info(_("No saved case matches."))
         st.stop()
     table = pd.DataFrame(rows)
-    st.dataframe(table, placeholder=NO_VALUE, hide_index=True, width="stretch")
+    show_table(table)
     labels = {r["case_id"]: f"{r['specimen_id']} · {r.get('signed_at') or r.get('created_at')}" for r in rows}
     chosen = st.selectbox(_("Open a case"), list(labels), format_func=labels.get, key="hist_pick")
     case = store.load(chosen)
@@ -38,12 +38,11 @@ with guarded(_("reading the case history")):
                 if case.signed_by else _("Not signed."))
     if case.impression:
         st.markdown(_("**Impression:** {text}").format(text=case.impression))
-    st.dataframe(pd.DataFrame([{
+    show_table(pd.DataFrame([{
         _("file"): im.analysis.file_name, _("suggested"): class_name(im.analysis.suggested_label),
-        _("decision"): decision_label(im.review.decision) if im.review else "—",
+        _("decision"): decision_label(im.review.decision) if im.review else NO_VALUE,
         _("final class"): class_name(im.final_label), _("reason"): im.review.reason if im.review else "",
-    } for im in case.images]), placeholder=NO_VALUE, hide_index=True, width="stretch")
+    } for im in case.images]))
     case_downloads(case, f"hist_dl_{case.case_id}")
     with st.expander(_("Audit trail")):
-        st.dataframe(pd.DataFrame(store.audit_trail(case.case_id)),
-                     placeholder=NO_VALUE, hide_index=True, width="stretch")
+        show_table(pd.DataFrame(store.audit_trail(case.case_id)))
