@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable, Iterator
 
-from core.imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageError
+from core.i18n import N_, Text
+from core.imageio import IMAGE_SUFFIXES, MAX_BYTES, ImageError, too_large
 
 MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_TOTAL_BYTES = 500 * 2**20
@@ -44,7 +45,8 @@ class BatchPlan:
             except ImageError as exc:
                 data = exc
             except Exception as exc:  # noqa: BLE001 - a damaged member must not stop the batch
-                data = ImageError(f"Could not read this file from the archive ({type(exc).__name__}).")
+                data = ImageError(Text(N_("Could not read this file from the archive ({error})."),
+                                             error=type(exc).__name__))
             yield item.name, data
 
 
@@ -71,17 +73,17 @@ def _skip_reason(name: str) -> str | None:
 def _member_loader(data: bytes, info: zipfile.ZipInfo) -> Callable[[], bytes | ImageError]:
     def load() -> bytes | ImageError:
         if info.flag_bits & 0x1:
-            return ImageError("This file is encrypted in the archive.")
+            return ImageError(Text(N_("This file is encrypted in the archive.")))
         if info.file_size > MAX_BYTES:
-            return ImageError(f"The file is {info.file_size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+            return ImageError(too_large(info.file_size))
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open(info) as fh:
                 out = fh.read(MAX_BYTES + 1)  # never more than the limit, whatever the header says
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError,
                 RuntimeError) as exc:
-            return ImageError(f"This file is damaged in the archive ({type(exc).__name__}).")
+            return ImageError(Text(N_("This file is damaged in the archive ({error})."), error=type(exc).__name__))
         if len(out) > MAX_BYTES:
-            return ImageError(f"The file is larger than {MAX_BYTES // 2**20} MB.")
+            return ImageError(Text(N_("The file is larger than {limit} MB."), limit=str(MAX_BYTES // 2**20)))
         return out
 
     return load
@@ -89,7 +91,7 @@ def _member_loader(data: bytes, info: zipfile.ZipInfo) -> Callable[[], bytes | I
 
 def expand_zip(zip_name: str, data: bytes, plan: BatchPlan) -> None:
     """Add the image members of one archive to `plan` (or one error item for a bad archive)."""
-    def refuse(msg: str) -> None:
+    def refuse(msg: Text) -> None:
         err = ImageError(msg)
         plan.items.append(BatchItem(zip_name, lambda: err))
 
@@ -97,15 +99,16 @@ def expand_zip(zip_name: str, data: bytes, plan: BatchPlan) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
-        refuse("This .zip file is damaged or not a zip archive.")
+        refuse(Text(N_("This .zip file is damaged or not a zip archive.")))
         return
     if len(infos) > MAX_ZIP_MEMBERS:
-        refuse(f"The archive has {len(infos)} entries; the limit is {MAX_ZIP_MEMBERS}. Split it into smaller ones.")
+        refuse(Text(N_("The archive has {count} entries; the limit is {limit}. Split it into smaller ones."),
+                    count=str(len(infos)), limit=str(MAX_ZIP_MEMBERS)))
         return
     total = sum(max(i.file_size, 0) for i in infos)
     if total > MAX_ZIP_TOTAL_BYTES:
-        refuse(f"The archive would unpack to {_size(total)}; the limit is {_size(MAX_ZIP_TOTAL_BYTES)}. "
-               "Split it into smaller ones.")
+        refuse(Text(N_("The archive would unpack to {size}; the limit is {limit}. Split it into smaller ones."),
+                    size=_size(total), limit=_size(MAX_ZIP_TOTAL_BYTES)))
         return
     skipped: dict[str, int] = {}
     kept = 0

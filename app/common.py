@@ -7,7 +7,7 @@ from typing import Iterator
 
 import streamlit as st
 
-from core.i18n import Language, translator
+from core.i18n import N_, Language, message_of, translate, translator  # noqa: F401 - N_ for the pages
 from core.imageio import IMAGE_SUFFIXES, ImageError
 
 log = logging.getLogger("leukoscope.app")
@@ -28,11 +28,6 @@ def current_language() -> Language:
 def _(text: str) -> str:
     """The text in the user's language (gettext; English is the source)."""
     return translator(current_language())(text)
-
-
-def N_(text: str) -> str:
-    """Marks text for translation where it is defined (pybabel finds it); `_` translates it where shown."""
-    return text
 
 
 def language_picker() -> Language:
@@ -90,7 +85,7 @@ def plain_message(exc: BaseException, doing: str) -> str:
     from core.inference import ModelUnavailable
 
     if isinstance(exc, (ImageError, ModelUnavailable)):
-        return str(exc)
+        return translate(message_of(exc), current_language())
     if isinstance(exc, MemoryError):
         return _("Out of memory while {doing}. Try fewer or smaller images.").format(doing=doing)
     return _("Something went wrong while {doing} ({error}). The details are in the server log; the rest of "
@@ -124,17 +119,17 @@ def status_label(status) -> str:
 
 
 def status_message(status, message: str) -> str:
-    """The record's one-sentence message; in Bangla the status's translated headline first, with
-    the English detail after it (the reasons are composed in the library in English)."""
-    from core.i18n import Language
-    from core.status import Status
+    """The record's one-sentence message in the user's language: the library composes it as a
+    `core.i18n.Text`, which is rebuilt from translated parts. Text that lost its parts (read back
+    from an older file) is looked up whole; if the catalog lacks it, the status's translated
+    headline comes first, with the English detail after it."""
+    from core.i18n import Language, Text
+    from core.status import HEADLINES, Status
 
-    if current_language() is Language.ENGLISH or not message:
-        return message
-    headline = {Status.ERROR: _("The file could not be used."),
-                Status.REJECTED: _("This does not look like a peripheral blood smear — no diagnosis given."),
-                Status.OUT_OF_SCOPE: _("A blood smear, but unlike any image this model was validated on — no "
-                                       "subtype given."),
-                Status.UNCERTAIN: _("Uncertain — refer this smear to a hematologist for manual review."),
-                Status.OK: ""}[Status(status)]
+    lang = current_language()
+    if lang is Language.ENGLISH or not message or isinstance(message, Text):
+        return translate(message, lang)
+    if _(message) != message:
+        return _(message)
+    headline = _(HEADLINES[Status(status)]) if HEADLINES[Status(status)] else ""
     return _("{headline} (details: {message})").format(headline=headline, message=message) if headline else message

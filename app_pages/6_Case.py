@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, research_notice, setup_page, status_label, status_message
+from app.common import NO_VALUE, _, guarded, research_notice, setup_page, status_label, status_message
 
 setup_page("Case review")
 st.title(_("Case review"))
@@ -108,7 +108,7 @@ def review_image(case, i: int, item) -> None:
 
 
 def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
-    from core.case import CaseError
+    from core.case import CaseError, display_time
 
     from app.cases import class_name
 
@@ -119,10 +119,10 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
     m[1].metric(_("Undecided"), s["undecided"])
     m[2].metric(_("Reclassified"), s["reclassified"])
     m[3].metric(_("Unusable"), s["unusable"])
-    m[4].metric(_("Agreement with the model"), "—" if s["agreement"] is None else f"{s['agreement']:.0%}")
+    m[4].metric(_("Agreement with the model"), NO_VALUE if s["agreement"] is None else f"{s['agreement']:.0%}")
     st.markdown(" · ".join(f"{class_name(c)}: **{n}**" for c, n in s["per_class"].items()))
     if case.status.value != "open":
-        st.success(_("Signed by {name} on {when}.").format(name=case.signed_by, when=case.signed_at))
+        st.success(_("Signed by {name} on {when}.").format(name=case.signed_by, when=display_time(case.signed_at)))
         if case.impression:
             st.markdown(_("**Impression:** {text}").format(text=case.impression))
         return

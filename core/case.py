@@ -20,7 +20,7 @@ import io
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from enum import Enum
 from typing import Any
 
@@ -30,6 +30,7 @@ from PIL import Image
 
 from core import __version__
 from core.errors import LeukoScopeError
+from core.i18n import Text
 from core.imageio import ImageError, decode_image
 from core.inference import Predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
@@ -80,6 +81,21 @@ class NotReadyToSign(CaseError):
 def now_utc() -> str:
     """The current time as ISO-8601 UTC, to the second (e.g. 2025-01-31T09:15:02+00:00)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def display_time(iso: str | None, tz: tzinfo | None = None) -> str:
+    """A stored ISO-8601 time as a reader sees it: in the machine's time zone (or `tz`), with the
+    offset, e.g. "2025-01-31 15:15 (UTC+06:00)": the same digits in every language, and never
+    ambiguous when a report travels. Empty for no time; text that is not a time comes back as is."""
+    if not iso:
+        return ""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    local = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(tz)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:]})"
 
 
 def label_folder(label: str) -> str:
@@ -157,7 +173,7 @@ class CaseImage:
 
     def to_dict(self, keep_images: bool = True) -> dict[str, Any]:
         """JSON-ready; the upload's bytes (base64) only when kept and `keep_images`."""
-        d = {"analysis": asdict(self.analysis), "review": self.review.to_dict() if self.review else None,
+        d = {"analysis": _analysis_to_dict(self.analysis), "review": self.review.to_dict() if self.review else None,
              "thumbnail": _b64(self.thumbnail), "cam_thumbnail": _b64(self.cam_thumbnail)}
         if keep_images and self.image_bytes is not None:
             d["image"] = _b64(self.image_bytes)
@@ -165,8 +181,26 @@ class CaseImage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaseImage":
-        return cls(ImageAnalysis(**d["analysis"]), Review.from_dict(d["review"]) if d.get("review") else None,
+        return cls(_analysis_from_dict(d["analysis"]), Review.from_dict(d["review"]) if d.get("review") else None,
                    _unb64(d.get("image")), _unb64(d.get("thumbnail")), _unb64(d.get("cam_thumbnail")))
+
+
+def _analysis_to_dict(analysis: ImageAnalysis) -> dict[str, Any]:
+    # The message is a core.i18n.Text: its parts are saved too, so a reopened case still shows it
+    # in the reader's language.
+    d = asdict(analysis)
+    message = analysis.diagnosis.get("message")
+    if isinstance(message, Text):
+        d["diagnosis"]["message_parts"] = message.to_parts()
+    return d
+
+
+def _analysis_from_dict(d: dict[str, Any]) -> ImageAnalysis:
+    diagnosis = dict(d["diagnosis"])
+    parts = diagnosis.pop("message_parts", None)
+    if parts:
+        diagnosis["message"] = Text.from_parts(parts)
+    return ImageAnalysis(**{**d, "diagnosis": diagnosis})
 
 
 def _b64(data: bytes | None) -> str | None:

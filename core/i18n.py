@@ -19,7 +19,7 @@ import io
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 LOCALES = Path(__file__).resolve().parents[1] / "locales"
 DOMAIN = "leukoscope"
@@ -65,6 +65,65 @@ def _compile(po: Path) -> bytes:
 def translator(lang: Language | str = Language.ENGLISH) -> Callable[[str], str]:
     """The gettext function of a language: English text in, the language's text out."""
     return _translations(Language(lang)).gettext
+
+
+def N_(template: str) -> str:
+    """Marks text for translation where it is defined (pybabel finds it); it is translated where shown."""
+    return template
+
+
+class Text(str):
+    """English text that remembers how it was made, so that a page or a report can say it in
+    another language: a template marked with `N_` and its arguments (plain strings or numbers,
+    already formatted, or Text themselves). It *is* the English string, so files, logs and
+    comparisons see plain English; `translate` renders it in any language.
+
+        Text(N_("The file is {size} MB; the limit is {limit} MB."), size="73", limit="50")
+    """
+
+    template: str
+    args: dict[str, Any]
+
+    def __new__(cls, template: str, **args: Any) -> "Text":
+        self = super().__new__(cls, template.format(**args) if args else template)
+        self.template, self.args = template, args
+        return self
+
+    def __reduce__(self):  # copy, deepcopy (dataclasses.asdict) and pickle keep the template
+        return (_text_from_parts, (self.template, self.args))
+
+    def to_parts(self) -> dict[str, Any]:
+        """A JSON-safe form that `Text.from_parts` turns back into the same Text."""
+        return {"template": self.template,
+                "args": {k: v.to_parts() if isinstance(v, Text) else v for k, v in self.args.items()}}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any]) -> "Text":
+        args = {k: cls.from_parts(v) if isinstance(v, dict) else v for k, v in parts.get("args", {}).items()}
+        return cls(parts["template"], **args)
+
+
+def _text_from_parts(template: str, args: dict[str, Any]) -> Text:
+    return Text(template, **args)
+
+
+def message_of(exc: BaseException) -> str:
+    """An exception's message, keeping it a `Text` when it was raised with one (str(exc) would not)."""
+    return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], Text) else str(exc)
+
+
+def translate(text: str, lang: Language | str = Language.ENGLISH) -> str:
+    """`text` in `lang`: a `Text` is rebuilt from its translated template and arguments; other
+    text is looked up whole in the catalog (unchanged when it is not there)."""
+    return render(text, translator(lang))
+
+
+def render(text: str, gettext: Callable[[str], str]) -> str:
+    """`translate` with a gettext function (as `translator` returns) instead of a language."""
+    if isinstance(text, Text):
+        args = {k: render(v, gettext) if isinstance(v, str) else v for k, v in text.args.items()}
+        return gettext(text.template).format(**args) if args else gettext(text.template)
+    return gettext(text) if text else text
 
 
 def untranslated(lang: Language | str) -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import LeukoScopeError
+from core.i18n import N_, Text
 
 # A 224x224 smear is ~50k pixels; whole-slide crops up to ~40 MP are plausible.
 # Anything bigger is refused from the header, before a single pixel is decoded.
@@ -29,7 +30,13 @@ Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(LeukoScopeError, ValueError):
-    """A file that cannot be used as a smear image; the message is shown to users as is."""
+    """A file that cannot be used as a smear image; the message (a `core.i18n.Text`) is shown to users as is."""
+
+
+def too_large(size_bytes: int) -> Text:
+    """The message for a file over `MAX_BYTES`."""
+    return Text(N_("The file is {size} MB; the limit is {limit} MB."), size=f"{size_bytes / 2**20:.0f}",
+                limit=str(MAX_BYTES // 2**20))
 
 
 def _sniff(data: bytes) -> Image.Image:
@@ -38,10 +45,10 @@ def _sniff(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         head = data[:5]
         if head.startswith(b"%PDF"):
-            raise ImageError("This is a PDF document, not an image.") from None
-        raise ImageError("Not an image file (or an image format we cannot read).") from None
+            raise ImageError(Text(N_("This is a PDF document, not an image."))) from None
+        raise ImageError(Text(N_("Not an image file (or an image format we cannot read)."))) from None
     except Exception as exc:  # Pillow raises various errors on corrupt headers
-        raise ImageError(f"The image header is damaged ({type(exc).__name__}).") from None
+        raise ImageError(Text(N_("The image header is damaged ({error})."), error=type(exc).__name__)) from None
     return img
 
 
@@ -54,25 +61,26 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     empty, truncated, not an image, animated, too large in pixels or bytes, too small.
     """
     if not data:
-        raise ImageError("The file is empty (0 bytes).")
+        raise ImageError(Text(N_("The file is empty (0 bytes).")))
     if len(data) > MAX_BYTES:
-        raise ImageError(f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+        raise ImageError(too_large(len(data)))
     img = _sniff(data)
     fmt = img.format or "?"
     if getattr(img, "n_frames", 1) > 1:
-        raise ImageError("Animated or multi-page image: export a single frame as JPEG, PNG or TIFF.")
+        raise ImageError(Text(N_("Animated or multi-page image: export a single frame as JPEG, PNG or TIFF.")))
     if fmt not in SUPPORTED_FORMATS:
         names = ", ".join(SUPPORTED_FORMATS.values())
-        raise ImageError(f"Unsupported image format {fmt}; use one of {names}.")
+        raise ImageError(Text(N_("Unsupported image format {format}; use one of {formats}."), format=fmt, formats=names))
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageError(
-            f"The image is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP."
-        )
+        raise ImageError(Text(N_("The image is {width}x{height} pixels ({megapixels} MP); the limit is {limit} MP."),
+                              width=str(w), height=str(h), megapixels=f"{w * h / 1e6:.0f}",
+                              limit=f"{max_pixels / 1e6:.0f}"))
     if min(w, h) < MIN_SIDE:
-        raise ImageError(f"The image is only {w}x{h} pixels; a smear image needs at least {MIN_SIDE}x{MIN_SIDE}.")
+        raise ImageError(Text(N_("The image is only {width}x{height} pixels; a smear image needs at least {side}x{side}."),
+                              width=str(w), height=str(h), side=str(MIN_SIDE)))
     if fmt == "JPEG" and not _jpeg_complete(data):
-        raise ImageError("The JPEG file is truncated (incomplete download or copy).")
+        raise ImageError(Text(N_("The JPEG file is truncated (incomplete download or copy).")))
     return _decode_pixels(data, img)
 
 
@@ -106,7 +114,7 @@ def _decode_pixels(data: bytes, img: Image.Image) -> np.ndarray:
         else:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
-        raise ImageError("The decoded image is too small to analyse.")
+        raise ImageError(Text(N_("The decoded image is too small to analyse.")))
     return np.ascontiguousarray(arr)
 
 
@@ -125,7 +133,7 @@ def _decode_with_pillow(img: Image.Image) -> np.ndarray:
             return _composite_on_white(rgba)
         return np.asarray(img.convert("RGB"))
     except OSError as exc:
-        raise ImageError(f"The image data is damaged or truncated ({exc}).") from None
+        raise ImageError(Text(N_("The image data is damaged or truncated ({error})."), error=str(exc))) from None
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -155,10 +163,10 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise ImageError(f"The file is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+            raise ImageError(too_large(size))
         data = path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"Cannot read the file: {exc.strerror or exc}.") from None
+        raise ImageError(Text(N_("Cannot read the file: {error}."), error=str(exc.strerror or exc))) from None
     return decode_image(data, max_pixels=max_pixels)
 
 

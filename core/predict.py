@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from core.cli import model_option
+from core.i18n import N_, Text, message_of
 from core.imageio import MAX_BYTES, ImageError, decode_image
 from core.inference import VIEWS, ModelUnavailable, Predictor, load_predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
@@ -87,13 +88,15 @@ def diagnose(predictor: Predictor,
                 rec.scope_ratio = round(float(scope[i]), 4)
             if scope is not None and scope[i] > 1.0:
                 rec.status = Status.OUT_OF_SCOPE
-                rec.message = explain(Status.OUT_OF_SCOPE, "its cells or stain look unlike the training images: "
-                                      "an unusual cell type, stain or magnification")
+                rec.message = explain(Status.OUT_OF_SCOPE, Text(N_(
+                    "its cells or stain look unlike the training images: an unusual cell type, stain or "
+                    "magnification")))
                 rec.label = rec.confidence = None  # no subtype; the raw probabilities stay for audit
             elif rec.confidence < predictor.threshold:
                 rec.status = Status.UNCERTAIN
-                rec.message = explain(Status.UNCERTAIN, f"confidence {rec.confidence:.0%}, below the validated "
-                                                        f"{predictor.threshold:.0%}")
+                rec.message = explain(Status.UNCERTAIN, Text(
+                    N_("confidence {confidence}, below the validated {threshold}"),
+                    confidence=f"{rec.confidence:.0%}", threshold=f"{predictor.threshold:.0%}"))
             else:
                 rec.status, rec.message = Status.OK, ""
         pending.clear()
@@ -107,10 +110,10 @@ def diagnose(predictor: Predictor,
                 raise data
             rgb = data if isinstance(data, np.ndarray) else decode_image(data)
         except ImageError as exc:
-            rec.message = str(exc)
+            rec.message = message_of(exc)
             continue
         except Exception as exc:  # a decoder bug must not cost the rest of a batch
-            rec.message = f"Could not read the image ({type(exc).__name__})."
+            rec.message = Text(N_("Could not read the image ({error})."), error=type(exc).__name__)
             continue
         check = check_smear(rgb)
         rec.smear_score = round(float(check.score), 4)
@@ -149,7 +152,7 @@ def scale_reason(cells: WhiteCells, shape: tuple[int, ...]) -> str:
     the training images (another magnification or a cropped/tiled field: the model sees the
     whole field resized, so the size that matters is relative to it)."""
     if cells.count == 0:
-        return "no white cell is in view, only red cells or platelets"
+        return Text(N_("no white cell is in view, only red cells or platelets"))
     ref = training_reference().get("rbc_diameter_px") or {}
     side = max(shape[:2])
     if not (cells.rbc_diameter_px and ref.get("p1") and ref.get("p99") and side):
@@ -160,9 +163,11 @@ def scale_reason(cells: WhiteCells, shape: tuple[int, ...]) -> str:
     if low <= relative <= high:
         return ""
     factor = relative / (ref["median"] / train_side)
-    how = f"{factor:.1f} times larger" if factor > 1 else f"{1 / factor:.1f} times smaller"
-    return (f"its cells look about {how} relative to the field than in the training images, as at another "
-            "magnification or zoom")
+    if factor > 1:
+        return Text(N_("its cells look about {factor} times larger relative to the field than in the training "
+                       "images, as at another magnification or zoom"), factor=f"{factor:.1f}")
+    return Text(N_("its cells look about {factor} times smaller relative to the field than in the training "
+                   "images, as at another magnification or zoom"), factor=f"{1 / factor:.1f}")
 
 
 def provenance(predictor: Predictor) -> dict[str, str]:
@@ -228,13 +233,13 @@ def read_inputs(paths: list[str]) -> Iterable[tuple[str, bytes | ImageError]]:
         path = Path(p)
         try:
             if not path.is_file():
-                yield p, ImageError("No such file.")
+                yield p, ImageError(Text(N_("No such file.")))
             elif path.stat().st_size > MAX_BYTES:
-                yield p, ImageError(f"The file is larger than {MAX_BYTES // 2**20} MB.")
+                yield p, ImageError(Text(N_("The file is larger than {limit} MB."), limit=str(MAX_BYTES // 2**20)))
             else:
                 yield p, path.read_bytes()
         except OSError as exc:
-            yield p, ImageError(f"Cannot read the file: {exc.strerror or exc}.")
+            yield p, ImageError(Text(N_("Cannot read the file: {error}."), error=str(exc.strerror or exc)))
 
 
 if __name__ == "__main__":

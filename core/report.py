@@ -17,7 +17,6 @@ import argparse
 import io
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -26,9 +25,9 @@ from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from core import __version__
-from core.case import Case, CaseImage, Decision, now_utc
+from core.case import Case, CaseImage, Decision, display_time, now_utc
 from core.cli import model_option
-from core.i18n import Language, translator
+from core.i18n import Language, render, translator
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.status import Status
 
@@ -70,17 +69,6 @@ class _ReportPDF(FPDF):
         self.set_text_color(0)
 
 
-def _when(iso: str | None) -> str:
-    """An ISO-8601 UTC time as "2025-01-31 09:15 UTC" (unambiguous in every language)."""
-    if not iso:
-        return ""
-    try:
-        when = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return (when.astimezone(timezone.utc) if when.tzinfo else when).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _class(folder: str | None) -> str:
     return DISPLAY_NAMES[folder] if folder else "—"
 
@@ -118,10 +106,10 @@ def render_pdf(case: Case, lang: Language | str = Language.ENGLISH, *, prepared_
     if case.patient_ref:
         line(_("Patient reference: {ref}").format(ref=case.patient_ref))
     line(_("Case ID: {case_id}").format(case_id=case.case_id))
-    line(_("Created: {date}").format(date=_when(case.created_at)))
+    line(_("Created: {date}").format(date=display_time(case.created_at)))
     if case.signed_by:
         line(_("Reviewer: {name}").format(name=case.signed_by))
-        line(_("Signed: {date}").format(date=_when(case.signed_at)))
+        line(_("Signed: {date}").format(date=display_time(case.signed_at)))
     else:
         if prepared_by:
             line(_("Prepared by: {name}").format(name=prepared_by))
@@ -170,7 +158,7 @@ def render_pdf(case: Case, lang: Language | str = Language.ENGLISH, *, prepared_
     if not seen:
         line(_("No image was analysed."))
     line(_("Report generated {date} by LeukoScope {version}.").format(
-        date=_when(now_utc()), version=__version__), size=8)
+        date=display_time(now_utc()), version=__version__), size=8)
     return bytes(pdf.output())
 
 
@@ -228,7 +216,7 @@ def _image_block(pdf: _ReportPDF, _: Callable[[str], str], index: int, image: Ca
     else:
         field(_("Suggested class: none"))
     if a.message:
-        field(a.message, size=8)
+        field(render(a.message, _), size=8)
     if review is None:
         field(_("Decision: not reviewed"), "B")
     else:

@@ -71,6 +71,7 @@ import cv2
 import numpy as np
 
 from core.cells import background_colour, optical_density
+from core.i18n import N_, Text
 from core.imageio import as_rgb_uint8
 
 __all__ = [
@@ -251,20 +252,20 @@ RULES: tuple[Rule, ...] = load_rules() if RULES_PATH.is_file() else ()
 # they are preferred when several rules fail. Keys are rule names; `rejection_sentence` picks
 # the first failed one.
 _PLAIN: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("sharp_edges",), "it looks like a document, a drawing or a screenshot"),
-    (("noise",), "it looks like noise or a fine texture rather than cells"),
-    (("pure_white_black",), "it is mostly pure white or pure black, like a blank picture, a drawing or a screenshot"),
-    ((GRAYSCALE_RULE,), "it is a grayscale image, and a smear is recognised by its stain colours"),
-    (("too_smooth",), "it is blank or far out of focus"),
-    (("dark_background", "dark_pixels"), "it is too dark for a bright-field microscope image"),
-    (("vivid",), "its colours are far more vivid than those of a stained smear"),
-    (("tinted_background",), "its background is strongly coloured, where a smear's is pale"),
-    (("brown",), "it has brown, orange or yellow colours, as in a photograph or a brown-stained tissue section"),
-    (("green",), "it has green colours, which blood smear stains do not give"),
-    (("unstained", "no_purple_stain"), "no purple-stained cells can be seen in it"),
+    (("sharp_edges",), N_("it looks like a document, a drawing or a screenshot")),
+    (("noise",), N_("it looks like noise or a fine texture rather than cells")),
+    (("pure_white_black",), N_("it is mostly pure white or pure black, like a blank picture, a drawing or a screenshot")),
+    ((GRAYSCALE_RULE,), N_("it is a grayscale image, and a smear is recognised by its stain colours")),
+    (("too_smooth",), N_("it is blank or far out of focus")),
+    (("dark_background", "dark_pixels"), N_("it is too dark for a bright-field microscope image")),
+    (("vivid",), N_("its colours are far more vivid than those of a stained smear")),
+    (("tinted_background",), N_("its background is strongly coloured, where a smear's is pale")),
+    (("brown",), N_("it has brown, orange or yellow colours, as in a photograph or a brown-stained tissue section")),
+    (("green",), N_("it has green colours, which blood smear stains do not give")),
+    (("unstained", "no_purple_stain"), N_("no purple-stained cells can be seen in it")),
     (("stain_everywhere", "one_huge_stained_region", "stained_regions_cover_most"),
-     "stain covers most of it, where a blood smear is a thin layer of separate cells"),
-    (("many_specks",), "it has far more small stained specks than a blood smear"),
+     N_("stain covers most of it, where a blood smear is a thin layer of separate cells")),
+    (("many_specks",), N_("it has far more small stained specks than a blood smear")),
 )
 
 
@@ -273,7 +274,7 @@ def rejection_clause(failed: Sequence[str]) -> str:
     a drawing or a screenshot"; empty when none is known."""
     for names, clause in _PLAIN:
         if any(n in failed for n in names):
-            return clause
+            return Text(clause)
     return ""
 
 
@@ -281,12 +282,12 @@ def rejection_sentence(failed: Sequence[str]) -> str:
     """One plain sentence for the failed rules (names), e.g. "This does not look like a stained
     blood smear (it looks like a document, a drawing or a screenshot)." """
     clause = rejection_clause(failed)
-    return f"This does not look like a stained blood smear ({clause})." if clause else \
-        "This does not look like a stained blood smear."
+    return Text(N_("This does not look like a stained blood smear ({reason})."), reason=clause) if clause else \
+        Text(N_("This does not look like a stained blood smear."))
 
 
-ACCEPTED_SENTENCE = ("Stain colours, background, texture and stained cells are all within the range "
-                     "of stained blood smears.")
+ACCEPTED_SENTENCE = N_("Stain colours, background, texture and stained cells are all within the range "
+                       "of stained blood smears.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ def check_smear(rgb: np.ndarray, rules: Sequence[Rule] | None = None, *,
     # Keep score and verdict consistent where a transform clamps (values at 0 or 1).
     score = min(score, 0.499) if failed else max(score, 0.5)
     names = tuple(dict.fromkeys(r.name for r in failed))
-    sentence = rejection_sentence(names) if failed else ACCEPTED_SENTENCE
+    sentence = rejection_sentence(names) if failed else Text(ACCEPTED_SENTENCE)
     return SmearCheck(not failed, score, [sentence], features, names,
                       [r.detail(features[r.feature]) for r in failed], rejection_clause(names) if failed else "")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from core.i18n import N_, Text
+
 
 class Status(str, Enum):
     ERROR = "error"  # the file cannot be used (not an image, truncated, too large...)
@@ -26,24 +28,25 @@ class Status(str, Enum):
 
 
 HEADLINES = {
-    Status.ERROR: "The file could not be used.",
-    Status.REJECTED: "This does not look like a peripheral blood smear — no diagnosis given.",
-    Status.OUT_OF_SCOPE: "A blood smear, but unlike any image this model was validated on — no subtype given.",
-    Status.UNCERTAIN: "Uncertain — refer this smear to a hematologist for manual review.",
+    Status.ERROR: N_("The file could not be used."),
+    Status.REJECTED: N_("This does not look like a peripheral blood smear — no diagnosis given."),
+    Status.OUT_OF_SCOPE: N_("A blood smear, but unlike any image this model was validated on — no subtype given."),
+    Status.UNCERTAIN: N_("Uncertain — refer this smear to a hematologist for manual review."),
     Status.OK: "",
 }
 
 
 _WITH_REASON = {
-    Status.REJECTED: "This does not look like a peripheral blood smear ({}) — no diagnosis given.",
-    Status.OUT_OF_SCOPE: "A blood smear, but unlike any image this model was validated on ({}) — no subtype given.",
-    Status.UNCERTAIN: "Uncertain ({}) — refer this smear to a hematologist for manual review.",
+    Status.REJECTED: N_("This does not look like a peripheral blood smear ({reason}) — no diagnosis given."),
+    Status.OUT_OF_SCOPE: N_("A blood smear, but unlike any image this model was validated on ({reason}) — no "
+                            "subtype given."),
+    Status.UNCERTAIN: N_("Uncertain ({reason}) — refer this smear to a hematologist for manual review."),
 }
 
 
-def explain(status: Status, clause: str = "") -> str:
+def explain(status: Status, clause: str = "") -> Text:
     """The one sentence a user reads: the status's headline with its reason, a lowercase
-    clause such as "no white cell is in view", inside it."""
+    clause such as "no white cell is in view", inside it (a `Text`, so pages can translate it)."""
     if clause and status in _WITH_REASON:
-        return _WITH_REASON[status].format(clause.rstrip("."))
-    return HEADLINES[status]
+        return Text(_WITH_REASON[status], reason=clause if isinstance(clause, Text) else clause.rstrip("."))
+    return Text(HEADLINES[status])

@@ -70,3 +70,45 @@ def test_no_translation_call_hides_inside_an_f_string():
     offenders = [f"{p.name}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
                  if _re.search(r"""\bf["'][^"']*\{_\(""", line)]
     assert not offenders, offenders
+
+
+def test_the_librarys_reasons_reach_the_reader_in_bangla():
+    """Reasons are composed in core as Text (English template + arguments), so the app and the report
+    say them wholly in Bangla: not an English clause inside a Bangla sentence."""
+    import numpy as np
+
+    from core.i18n import message_of, translate
+    from core.imageio import ImageError, decode_image
+    from core.smear_check import check_smear
+    from core.status import Status, explain
+
+    with pytest.raises(ImageError) as err:
+        decode_image(b"")
+    assert translate(message_of(err.value), "bn") == "ফাইলটি খালি (0 বাইট)।"
+    assert str(err.value) == "The file is empty (0 bytes)."  # files and logs stay English
+
+    document = np.full((300, 300, 3), 255, np.uint8)
+    document[::20] = 0  # black text lines on white paper
+    check = check_smear(document)
+    assert not check.is_smear
+    message = explain(Status.REJECTED, check.clause)
+    bangla = translate(message, "bn")
+    assert bangla.startswith("এটি পেরিফেরাল ব্লাড স্মিয়ারের মতো দেখাচ্ছে না (")
+    assert not re.search(r"[A-Za-z]{3,}", bangla), bangla  # no English words left over
+    assert translate(message, "en") == message
+
+
+def test_a_reopened_case_keeps_its_reasons_translatable():
+    from case_helpers import make_image
+
+    from core.case import Case
+    from core.i18n import N_, Text, translate
+
+    image = make_image(status="out_of_scope", label=None, confidence=None)
+    image.analysis.diagnosis["message"] = Text(N_("no white cell is in view, only red cells or platelets"))
+    case = Case(specimen_id="S-1")
+    case.add(image)
+    reopened = Case.from_json(case.to_json())
+    message = reopened.images[0].analysis.message
+    assert message == "no white cell is in view, only red cells or platelets"
+    assert translate(message, "bn") == "দৃশ্যে কোনো শ্বেত রক্তকণিকা নেই, শুধু লোহিত রক্তকণিকা বা প্লেটলেট"
