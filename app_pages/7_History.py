@@ -14,6 +14,8 @@ st.caption(_("Signed cases saved on this computer (switch the history on in the 
 with guarded(_("reading the case history")):
     import pandas as pd
 
+    from core.case import display_time
+
     from app.cases import DB_NAME, case_downloads, class_name, decision_label, history_settings, history_store
 
     with st.sidebar:
@@ -28,13 +30,19 @@ with guarded(_("reading the case history")):
     if not rows:
         st.info(_("No saved case matches."))
         st.stop()
-    table = pd.DataFrame(rows)
-    show_table(table)
-    labels = {r["case_id"]: f"{r['specimen_id']} · {r.get('signed_at') or r.get('created_at')}" for r in rows}
+    status_text = {"open": _("open"), "signed": _("signed")}
+    show_table(pd.DataFrame([{
+        _("specimen ID"): r["specimen_id"], _("patient reference"): r["patient_ref"] or NO_VALUE,
+        _("status"): status_text.get(r["status"], r["status"]), _("images"): r["n_images"],
+        _("created"): display_time(r["created_at"]), _("signed by"): r["signed_by"] or NO_VALUE,
+        _("signed"): display_time(r["signed_at"]) or NO_VALUE, _("case ID"): r["case_id"],
+    } for r in rows]))
+    labels = {r["case_id"]: f"{r['specimen_id']} · {display_time(r.get('signed_at') or r.get('created_at'))}"
+              for r in rows}
     chosen = st.selectbox(_("Open a case"), list(labels), format_func=labels.get, key="hist_pick")
     case = store.load(chosen)
     st.subheader(_("Specimen {specimen}").format(specimen=case.specimen_id))
-    st.markdown(_("Signed by {name} on {when}.").format(name=case.signed_by, when=case.signed_at)
+    st.markdown(_("Signed by {name} on {when}.").format(name=case.signed_by, when=display_time(case.signed_at))
                 if case.signed_by else _("Not signed."))
     if case.impression:
         st.markdown(_("**Impression:** {text}").format(text=case.impression))
@@ -45,4 +53,11 @@ with guarded(_("reading the case history")):
     } for im in case.images]))
     case_downloads(case, f"hist_dl_{case.case_id}")
     with st.expander(_("Audit trail")):
-        show_table(pd.DataFrame(store.audit_trail(case.case_id)))
+        # The detail column is the record as written at the time (English), kept verbatim for audit.
+        actions = {"created": _("created"), "details changed": _("details changed"), "image added": _("image added"),
+                   "decision changed": _("decision changed"), "image removed": _("image removed"),
+                   "impression changed": _("impression changed"), "signed": _("signed")}
+        show_table(pd.DataFrame([{
+            _("when"): display_time(e["at"]), _("who"): e["who"] or NO_VALUE,
+            _("action"): actions.get(e["action"], e["action"]), _("detail"): e["detail"],
+        } for e in store.audit_trail(case.case_id)]))

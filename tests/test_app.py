@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -576,7 +577,8 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     hist = app("app_pages/7_History.py").run()
     no_exceptions(hist)
     listed = hist.dataframe[0].value
-    assert list(listed["specimen_id"]) == ["BM-2026-001"]
+    assert list(listed["specimen ID"]) == ["BM-2026-001"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d \(UTC[+-]\d\d:\d\d\)", listed["signed"][0])  # not raw ISO
     assert "Signed by Dr. N. Rahman" in texts(hist)
     assert "blast nuclei are not cleaved" in hist.dataframe[1].value.to_string()
     assert not list(history.glob("*.jpg"))  # images are not kept unless ticked

@@ -210,3 +210,14 @@ def test_csv_has_one_row_per_image_with_the_trace_columns():
 def test_case_image_round_trips_alone():
     item = make_image("x.jpg")
     assert CaseImage.from_dict(item.to_dict()) == item
+
+
+def test_times_are_shown_in_local_time_with_their_offset():
+    from datetime import timedelta, timezone
+
+    from core.case import display_time
+
+    dhaka = timezone(timedelta(hours=6))
+    assert display_time("2025-01-31T09:15:02+00:00", dhaka) == "2025-01-31 15:15 (UTC+06:00)"
+    assert display_time("2025-01-31T09:15:02", timezone.utc) == "2025-01-31 09:15 (UTC+00:00)"  # naive = UTC
+    assert display_time(None) == "" and display_time("not a time") == "not a time"
