@@ -54,6 +54,7 @@ def other_lab_root() -> Path:
                                              "(<cell type>/*.jpg, e.g. PBC)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark tests by what they need, so `-m "not dataset"` or `-m "not slow"` selects without reading them."""
     for item in items:
@@ -62,6 +63,8 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.dataset)
         if "other_lab_root" in names:
             item.add_marker(pytest.mark.other_lab)
+        if not item.get_closest_marker("spread"):  # --dist loadgroup: a file's tests share a worker
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -75,18 +78,35 @@ def samples_manifest(tmp_path_factory) -> Path:
     return out
 
 
+def session_folder(tmp_path_factory) -> Path:
+    """A folder of this test session that every xdist worker sees (each worker's own temp folder
+    is inside it); without xdist, the session's temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, samples_manifest) -> Path:
     """MobileNetV2 trained for one epoch on the samples through the real CLI: a run directory
     with `mobilenetv2-baseline.weights.h5`, `.meta.json`, `history.csv` and `run.json`.
     Not a useful classifier; real enough for every code path that needs weights. Eager: graph
-    compilation would cost about a minute here for one step of training."""
+    compilation would cost about a minute here for one step of training. Trained once per
+    session (the first worker to need it, under a file lock); each worker gets its own copy,
+    so a test that writes into it never disturbs another worker."""
+    import shutil
+
+    from filelock import FileLock
+
     from core.train import main as train_main
 
+    trained = session_folder(tmp_path_factory) / "tiny_run_trained"
+    with FileLock(f"{trained}.lock"):
+        if not (trained / "run.json").is_file():
+            rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
+                             "--out", str(trained), "--epochs", "1", "--batch-size", "8", "--eager", "--verbose", "0"])
+            assert rc == 0
     run = tmp_path_factory.mktemp("tiny_run")
-    rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
-                     "--out", str(run), "--epochs", "1", "--batch-size", "8", "--eager", "--verbose", "0"])
-    assert rc == 0
+    shutil.copytree(trained, run, dirs_exist_ok=True)
     return run
 
 

@@ -26,6 +26,7 @@ def test_train_writes_a_complete_run(tiny_run):
     assert 8e6 < (tiny_run / "mobilenetv2-baseline.weights.h5").stat().st_size < 11e6
 
 
+@pytest.mark.spread
 def test_resume_continues_from_the_last_epoch(tiny_run, tmp_path, samples_manifest):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -55,6 +56,7 @@ def test_evaluate_writes_full_metrics(tiny_run, tmp_path, samples_manifest, caps
     assert summary["accuracy"] == pytest.approx(res["accuracy"], abs=1e-4)
 
 
+@pytest.mark.spread
 def test_time_budget_stops_training_and_anneals_the_learning_rate(tmp_path, samples_manifest):
     run = tmp_path / "budget"
     rc = train_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--model", "mobilenetv2",
@@ -124,6 +126,7 @@ def test_evaluate_errors_are_plain(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.spread
 def test_predict_cli_gives_one_record_per_file(tiny_weights_env, tmp_path, capsys):
     bad = tmp_path / "scan.jpg"
     bad.write_text("this is a text file")
@@ -152,6 +155,7 @@ def test_predict_unknown_model_is_a_plain_error(capsys):
     assert "Unknown model" in capsys.readouterr().err
 
 
+@pytest.mark.spread
 def test_two_stage_recipe_warms_up_the_head_then_fine_tunes_and_records_it(tmp_path, samples_manifest,
                                                                             lite0_cache, monkeypatch):
     from core.labels import N_CLASSES

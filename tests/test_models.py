@@ -33,6 +33,7 @@ def test_registry_lists_the_papers_models_in_both_modes_and_the_ensembles():
 ONE_ENTRY_PER_ARCH = sorted({s.arch: s.name for s in REGISTRY.values() if not s.is_ensemble}.values())
 
 
+@pytest.mark.spread
 @pytest.mark.parametrize("name", ONE_ENTRY_PER_ARCH)
 def test_every_architecture_is_flat_with_a_4_way_softmax(name):
     model = build(name, N_CLASSES, input_size=96, imagenet_weights=False)
@@ -46,6 +47,7 @@ def test_every_architecture_is_flat_with_a_4_way_softmax(name):
     assert np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.spread
 def test_se_resnet152_has_squeeze_excitation_in_every_block():
     model = build("seresnet152-baseline", N_CLASSES, input_size=64)
     se = [layer for layer in model.layers if layer.name.endswith("_se_scale")]
@@ -61,6 +63,7 @@ def _run(code: str, env: dict) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.spread
 def test_transfer_learning_reads_imagenet_weights_from_the_keras_cache(tmp_path):
     """The real weights="imagenet" path, offline: a file of the real name in $KERAS_HOME/models."""
     (tmp_path / "models").mkdir()
@@ -83,6 +86,7 @@ def test_transfer_learning_reads_imagenet_weights_from_the_keras_cache(tmp_path)
     assert res["n_tuned"] > res["n_frozen"]
 
 
+@pytest.mark.spread
 def test_tl_without_cached_weights_fails_clearly_offline(tmp_path, samples_manifest):
     out = subprocess.run(
         [sys.executable, "-m", "core.train", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
@@ -100,6 +104,7 @@ def test_weights_lookup_and_how_to_get(tiny_weights_env, monkeypatch):
     assert "core.train" in how_to_get("vgg19-tl") and "ImageNet" in how_to_get("vgg19-tl")
 
 
+@pytest.mark.spread
 @pytest.mark.slow
 def test_weights_cross_keras_backends_both_ways(tiny_run, tmp_path, samples_manifest):
     """One JAX process (its start-up is the cost): it trains through the real CLI, and predicts with
@@ -145,6 +150,7 @@ def test_dihedral_views_are_the_8_rotations_and_reflections():
     assert any(np.array_equal(v, img) for v in views)
 
 
+@pytest.mark.spread
 def test_eight_view_prediction_is_the_view_average_and_rotation_invariant(tiny_weights_env):
     from core.inference import dihedral_views, load_predictor
 

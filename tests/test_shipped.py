@@ -22,6 +22,7 @@ def test_committed_weights_fit_the_40_mib_budget():
     assert 0 < total <= 40 * 2**20
 
 
+@pytest.mark.spread
 @pytest.mark.parametrize("name", ["default", "mdx"])
 def test_shipped_models_predict_the_samples_out_of_the_box(name, monkeypatch):
     monkeypatch.delenv("LEUKOSCOPE_WEIGHTS", raising=False)
