@@ -52,6 +52,36 @@ IMAGE_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # for st.file_u
 NO_VALUE = "—"
 
 
+def _css_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def upload_box(label: str, *, key: str, types: list[str] = IMAGE_TYPES, multiple: bool = True,
+               help: str | None = None, container=None):
+    """`st.file_uploader`, with the box's own words in the user's language.
+
+    Streamlit writes its box's button ("Upload") and limit line itself, in English, and the limit
+    it states is the server's per-upload one (a .zip may be large), not the image limit; it has
+    no parameter for either (streamlit/streamlit#13500). A style block restates both in place.
+    """
+    from core.imageio import MAX_BYTES
+
+    names = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "webp": "WebP"}
+    images = ", ".join(dict.fromkeys(names.get(t, t.upper()) for t in types if t != "zip"))
+    hint = _("Images up to {size} MB each · {types}").format(size=MAX_BYTES // 2**20, types=images)
+    if "zip" in types:
+        hint += " · " + _("or a .zip of them")
+    box = '[data-testid="stFileUploaderDropzone"]'
+    st.html(f"""<style>
+{box} [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p {{ font-size: 0 !important; }}
+{box} [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p::after {{
+  content: {_css_string(_("Upload"))}; font-size: 1rem; }}
+[data-testid="stFileUploaderDropzoneInstructions"] span {{ font-size: 0 !important; }}
+[data-testid="stFileUploaderDropzoneInstructions"] span::after {{ content: {_css_string(hint)}; font-size: 0.875rem; }}
+</style>""")
+    return (container or st).file_uploader(label, type=types, accept_multiple_files=multiple, key=key, help=help)
+
+
 def show_table(data, *, container=None, **kwargs):
     """A table as every page shows one: no index column, full width, a dash for a missing value."""
     return (container or st).dataframe(data, hide_index=True, width="stretch", placeholder=NO_VALUE, **kwargs)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from app.common import IMAGE_TYPES, _
+from app.common import _, upload_box
 from app.imaging import Sample, find_sample, list_samples, sample_label
 
 NO_SAMPLE = "(none)"
@@ -31,9 +31,9 @@ def image_inputs(key: str, multiple: bool = True, default_sample: bool = False) 
     sample is preselected, so the page shows something before any upload.
     """
     left, right = st.columns([3, 2])
-    files = left.file_uploader(
+    files = upload_box(
         _("Upload smear image(s)") if multiple else _("Upload a smear image"),
-        type=IMAGE_TYPES, accept_multiple_files=multiple, key=f"{key}_upload",
+        key=f"{key}_upload", multiple=multiple, container=left,
         help=_("JPEG, PNG, TIFF, BMP or WebP. Images are processed in memory and never stored."),
     )
     samples = list_samples()

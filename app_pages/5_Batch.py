@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, show_table, status_label, status_message
+from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, show_table, status_label, status_message, upload_box
 
 setup_page("Batch")
 st.title(_("Batch"))
@@ -60,8 +60,8 @@ with guarded(_("running the batch")):
         show_thumbs = st.checkbox(_("Grad-CAM thumbnails (first {n})").format(n=THUMBS), key="batch_thumbs")
         method = st.radio(_("Heat map"), METHODS, key="batch_method", horizontal=True)
 
-    files = st.file_uploader(_("Upload images or a .zip"), type=[*IMAGE_TYPES, "zip"], accept_multiple_files=True,
-                             key="batch_upload", help=_("Images are processed in memory and never stored."))
+    files = upload_box(_("Upload images or a .zip"), types=[*IMAGE_TYPES, "zip"], key="batch_upload",
+                       help=_("Images are processed in memory and never stored."))
     if name is None:
         st.stop()
     if not files:

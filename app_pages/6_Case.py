@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, research_notice, setup_page, status_label, status_message
+from app.common import NO_VALUE, _, guarded, research_notice, setup_page, status_label, status_message, upload_box
 
 setup_page("Case review")
 st.title(_("Case review"))
@@ -36,12 +36,10 @@ def add_uploads(case, name: str, keep_images: bool) -> None:
     """Analyse every new upload into the case (the same image twice is added once)."""
     from core.case import analyse_image
 
-    from app.common import IMAGE_TYPES
     from app.models import get_predictor
 
-    files = st.file_uploader(_("Add smear images to this case"), type=IMAGE_TYPES, accept_multiple_files=True,
-                             key=f"case_upload_{case.case_id}",
-                             help=_("JPEG, PNG, TIFF, BMP or WebP. Images are processed in memory."))
+    files = upload_box(_("Add smear images to this case"), key=f"case_upload_{case.case_id}",
+                       help=_("JPEG, PNG, TIFF, BMP or WebP. Images are processed in memory."))
     seen = st.session_state.setdefault("case_seen_uploads", set())
     new = [f for f in files or [] if f.file_id not in seen]
     if not new:

@@ -86,7 +86,8 @@ def _settle(page, timeout_ms: int = 120_000) -> None:
         """() => !document.querySelector('[data-testid="stSkeleton"]')
               && [...document.querySelectorAll('[data-testid="stDataFrame"]')]
                      .every(d => d.offsetParent === null || d.querySelector('canvas'))""", timeout=timeout_ms)
-    page.wait_for_timeout(1000)  # plotly and images paint after the elements exist
+    # Plotly and images paint after the elements exist: worth waiting for only when the shots are kept.
+    page.wait_for_timeout(1000 if os.environ.get("LEUKOSCOPE_SHOTS") else 200)
 
 
 def test_diagnose_in_a_browser(server, tmp_path):
@@ -188,5 +189,13 @@ def test_case_review_in_a_browser(server, tmp_path):
             _settle(page)
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(shots / "7b_case_signed_bn.png"))
+            # Streamlit words its upload box in English; the app restates it (CSS) in Bangla.
+            page.goto(f"{server}/Diagnose?lang=bn", wait_until="domcontentloaded")
+            page.locator('[data-testid="stFileUploaderDropzone"]').first.wait_for(timeout=120_000)
+            words = page.evaluate("""() => [
+                '[data-testid="stFileUploaderDropzone"] [data-testid="stMarkdownContainer"] p',
+                '[data-testid="stFileUploaderDropzoneInstructions"] span',
+            ].map(s => getComputedStyle(document.querySelector(s), '::after').content)""")
+            assert words[0] == '"আপলোড"' and "50 MB" in words[1] and "প্রতিটি ছবি" in words[1], words
         finally:
             browser.close()
