@@ -23,6 +23,7 @@ from models.registry import find_weights, get_spec, how_to_get, weights_dirs
 
 DEFAULT_THRESHOLD = 0.7
 BATCH = 32
+EAGER_FIRST_MAX = 4  # images: a first call this small runs eagerly (see Member.eager_first)
 VIEWS = (1, 8)
 
 
@@ -44,6 +45,15 @@ class SingleModel:
     scope: "ScopeModel | None" = None  # in-scope score fitted on the training images (core.scope)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _dual: object = field(default=None, repr=False)
+    # The first small call runs eagerly: tracing the graph costs about a second per network on a
+    # 2-core CPU, more than an eager call, and a one-image CLI run never needs the graph. Later
+    # calls (and everything after `Predictor.warm_up`) run the traced graph, ~5x faster per call.
+    eager_first: bool = field(default=True, repr=False)
+
+    def _run(self, model, x: np.ndarray):
+        """`model` on one batch, under the lock (Keras models are shared between app sessions)."""
+        eager, self.eager_first = self.eager_first and len(x) <= EAGER_FIRST_MAX, False
+        return model(x, training=False) if eager else model.predict_on_batch(x)
 
     def predict_with_features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) probabilities and (N, D) penultimate features (the head's pooled features), one pass."""
@@ -58,7 +68,7 @@ class SingleModel:
                 if self._dual is None:
                     self._dual = keras.Model(self.model.input, [self.model.output,
                                                                 self.model.get_layer(HEAD_POOL).output])
-                p, f = self._dual.predict_on_batch(x)
+                p, f = self._run(self._dual, x)
             probs.append(np.asarray(p, dtype=np.float64))
             feats.append(np.asarray(f, dtype=np.float64))
         if not probs:
@@ -70,10 +80,8 @@ class SingleModel:
         out = []
         for i in range(0, len(images), BATCH):
             x = to_model_input(images[i : i + BATCH], self.image_size)
-            # One call at a time per model: Keras models are shared between app sessions.
-            # predict_on_batch runs the traced graph; an eager call is ~5x slower on CPU.
             with self.lock:
-                out.append(np.asarray(self.model.predict_on_batch(x), dtype=np.float64))
+                out.append(np.asarray(self._run(self.model, x), dtype=np.float64))
         return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
 
 
@@ -151,6 +159,8 @@ class Predictor:
         when `grad_cam`, the compiled Grad-CAM of each member) on one blank image, so the first
         real upload is as fast as the next; returns the seconds it took."""
         t0 = time.perf_counter()
+        for m in self.members:
+            m.eager_first = False  # trace now, not on the second upload
         blank = np.full((257, 257, 3), 200, dtype=np.uint8)
         self.predict_members_and_scope([blank])
         if grad_cam:

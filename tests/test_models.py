@@ -163,3 +163,22 @@ def test_eight_view_prediction_is_the_view_average_and_rotation_invariant(tiny_w
     np.testing.assert_allclose(eight.predict_proba([np.rot90(img).copy()])[0], expected, atol=1e-3)
     with pytest.raises(ValueError, match="views"):
         load_predictor("mobilenetv2-baseline", views=3).predict_proba([img])
+
+
+def test_a_first_small_call_runs_eagerly_and_agrees_with_the_traced_graph(tiny_weights_env):
+    """Tracing costs a fresh process about a second per network: its first small call runs
+    eagerly, later calls (and every call after warm_up) run the traced graph, with the same answer."""
+    from core.inference import load_predictor
+
+    images = [read_image(f) for f in sorted((SAMPLES / "Original" / "Pre").iterdir())[:2]]
+    member = load_predictor("mobilenetv2-baseline").members[0]
+    first = member.predict_proba(images)
+    assert member.model.predict_function is None  # nothing traced yet
+    again = member.predict_proba(images)
+    assert member.model.predict_function is not None
+    assert np.allclose(first, again, atol=1e-5)
+
+    warmed = load_predictor("mobilenetv2-baseline")
+    warmed.warm_up(grad_cam=False)
+    traced = warmed.members[0]._dual or warmed.members[0].model  # with an in-scope model, the dual-output one
+    assert traced.predict_function is not None
