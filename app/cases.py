@@ -68,6 +68,35 @@ def decision_label(decision) -> str:
             Decision.UNUSABLE: _("unusable")}[Decision(decision)]
 
 
+def addenda_section(case, key: str, store=None) -> None:
+    """A signed case's addenda, and a form to add one: written to `store` (the history) when the
+    case is saved there, else to the case in this session (its downloads then include it)."""
+    from core.case import CaseError, display_time
+    from core.history import HistoryError
+
+    from app.common import plain_message
+
+    st.subheader(_("Addenda"))
+    st.caption(_("A signed case never changes. A correction or a later finding is added as an addendum, with "
+                 "your name and the time, and printed with the report."))
+    for addendum in case.addenda:
+        st.markdown(_("**Addendum by {name}, {when}:** {text}").format(
+            name=addendum.by, when=display_time(addendum.at), text=addendum.text))
+    with st.form(f"{key}_addendum", clear_on_submit=True):
+        text = st.text_area(_("Addendum"), key=f"{key}_addendum_text")
+        who = st.text_input(_("Your name"), key=f"{key}_addendum_by")
+        if st.form_submit_button(_("Add the addendum"), key=f"{key}_addendum_add"):
+            try:
+                if store is not None:
+                    store.add_addendum(case, text, who)
+                else:
+                    case.add_addendum(text, who)
+            except (CaseError, HistoryError) as exc:
+                st.error(plain_message(exc, _("adding the addendum")))
+            else:
+                st.rerun()
+
+
 def case_downloads(case, key: str) -> None:
     """PDF report (in the chosen language), JSON and CSV of a case."""
     from core.report import render_pdf

@@ -8,7 +8,8 @@ from typing import Iterator
 import streamlit as st
 
 from core.i18n import N_, Language, message_of, translate, translator  # noqa: F401 - N_ for the pages
-from core.imageio import IMAGE_SUFFIXES, ImageError
+from core.errors import LeukoScopeError
+from core.imageio import IMAGE_SUFFIXES
 
 log = logging.getLogger("leukoscope.app")
 
@@ -114,7 +115,7 @@ def plain_message(exc: BaseException, doing: str) -> str:
     """A message for users: the library's own plain message where it has one, else a generic line."""
     from core.inference import ModelUnavailable
 
-    if isinstance(exc, (ImageError, ModelUnavailable)):
+    if isinstance(exc, (LeukoScopeError, ModelUnavailable)):  # the library's own one sentence
         return translate(message_of(exc), current_language())
     if isinstance(exc, MemoryError):
         return _("Out of memory while {doing}. Try fewer or smaller images.").format(doing=doing)

@@ -44,6 +44,9 @@ def model_lists() -> tuple[list[str], list[str]]:
     return avail, [n for n in REGISTRY if n not in avail]
 
 
+PICKER_WIDTH_CHARS = 28  # about what the sidebar's select box shows of a name at laptop size
+
+
 def display_name(name: str) -> str:
     return get_spec(name).display
 
@@ -163,8 +166,10 @@ def model_picker(key: str, label: str | None = None, container=st) -> str | None
         wanted = st.query_params.get("model")
         default = wanted if wanted in avail else default_model_name()
         index = avail.index(default) if default in avail else 0
-        container.selectbox(label or _("Model"), avail, index=index, key=key, format_func=display_name,
-                            help=_("Only models whose trained weights are on this machine can be chosen."))
+        picked = container.selectbox(label or _("Model"), avail, index=index, key=key, format_func=display_name,
+                                     help=_("Only models whose trained weights are on this machine can be chosen."))
+        if picked and len(display_name(picked)) > PICKER_WIDTH_CHARS:  # the box cuts long names off
+            container.caption(display_name(picked))
     if missing:
         with container.expander(_("Not on this machine ({n})").format(n=len(missing))):
             for n in missing:

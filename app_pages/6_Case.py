@@ -108,7 +108,7 @@ def review_image(case, i: int, item) -> None:
 def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
     from core.case import CaseError, display_time
 
-    from app.cases import class_name
+    from app.cases import addenda_section, class_name, history_store
 
     s = case.summary()
     st.subheader(_("Case summary"))
@@ -123,6 +123,8 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
         st.success(_("Signed by {name} on {when}.").format(name=case.signed_by, when=display_time(case.signed_at)))
         if case.impression:
             st.markdown(_("**Impression:** {text}").format(text=case.impression))
+        saved = st.session_state.get("case_saved") == (case.case_id, str(folder))
+        addenda_section(case, f"case_{case.case_id}", store=history_store(folder) if saved else None)
         return
     case_impression = st.text_area(_("Impression (the case-level conclusion you sign)"), value=case.impression,
                                    key=f"case_impression_{case.case_id}")

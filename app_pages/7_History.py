@@ -16,7 +16,7 @@ with guarded(_("reading the case history")):
 
     from core.case import display_time
 
-    from app.cases import DB_NAME, case_downloads, class_name, decision_label, history_settings, history_store
+    from app.cases import DB_NAME, addenda_section, case_downloads, class_name, decision_label, history_settings, history_store
 
     with st.sidebar:
         _on, folder, _keep = history_settings()
@@ -51,12 +51,14 @@ with guarded(_("reading the case history")):
         _("decision"): decision_label(im.review.decision) if im.review else NO_VALUE,
         _("final class"): class_name(im.final_label), _("reason"): im.review.reason if im.review else "",
     } for im in case.images]))
+    if case.status.value == "signed":
+        addenda_section(case, f"hist_{case.case_id}", store=store)
     case_downloads(case, f"hist_dl_{case.case_id}")
     with st.expander(_("Audit trail")):
         # The detail column is the record as written at the time (English), kept verbatim for audit.
         actions = {"created": _("created"), "details changed": _("details changed"), "image added": _("image added"),
                    "decision changed": _("decision changed"), "image removed": _("image removed"),
-                   "impression changed": _("impression changed"), "signed": _("signed")}
+                   "impression changed": _("impression changed"), "signed": _("signed"), "addendum": _("addendum")}
         show_table(pd.DataFrame([{
             _("when"): display_time(e["at"]), _("who"): e["who"] or NO_VALUE,
             _("action"): actions.get(e["action"], e["action"]), _("detail"): e["detail"],

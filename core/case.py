@@ -41,7 +41,7 @@ from core.status import Status
 
 THUMBNAIL_SIDE = 256  # px, the longer side of the thumbnails a case keeps and the report prints
 FORMAT = "leukoscope-case"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: signed cases carry addenda
 _FOLDER_OF_DISPLAY = {display: folder for folder, display in DISPLAY_NAMES.items()}
 
 
@@ -141,6 +141,19 @@ class ImageAnalysis:
         return self.diagnosis.get("message") or ""
 
 
+@dataclass(frozen=True)
+class Addendum:
+    """A note added to a signed case (a correction or later finding), as a signed report is
+    amended in a laboratory: the signed case stays as it was; the addendum is shown with it."""
+
+    text: str
+    by: str
+    at: str  # ISO-8601 UTC
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "by": self.by, "at": self.at}
+
+
 @dataclass
 class Review:
     """The reviewer's decision on one image; who decided is recorded once, when the case is signed."""
@@ -228,6 +241,7 @@ class Case:
     impression: str = ""  # the reviewer's case-level text
     signed_by: str | None = None
     signed_at: str | None = None
+    addenda: list[Addendum] = field(default_factory=list)  # only after signing (add_addendum)
     # Last, so that __init__ assigns every other field before a signed status freezes the case.
     status: CaseStatus = CaseStatus.OPEN
 
@@ -326,6 +340,19 @@ class Case:
         self.signed_by, self.signed_at = name, now_utc()
         self.status = CaseStatus.SIGNED  # last: from here on _check_open refuses
 
+    def add_addendum(self, text: str, by: str, at: str | None = None) -> Addendum:
+        """Append an addendum to a signed case (an open case is changed directly instead)."""
+        if self.status is not CaseStatus.SIGNED:
+            raise CaseError("An addendum is added to a signed case; while the case is open, change it directly.")
+        text, by = (text or "").strip(), (by or "").strip()
+        if not text:
+            raise CaseError("Write the addendum's text.")
+        if not by:
+            raise CaseError("Enter your name to add the addendum.")
+        addendum = Addendum(text, by, at or now_utc())
+        self.addenda.append(addendum)  # the list, not an attribute: a signed case still refuses assignments
+        return addendum
+
     # -- results -----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Counts for the case: images per final class, unusable, undecided, confirmed and
@@ -353,6 +380,7 @@ class Case:
             "created_at": self.created_at, "status": self.status.value, "impression": self.impression,
             "signed_by": self.signed_by, "signed_at": self.signed_at,
             "images": [im.to_dict(keep_images) for im in self.images],
+            "addenda": [a.to_dict() for a in self.addenda],
         }
 
     @classmethod
@@ -365,6 +393,7 @@ class Case:
             specimen_id=d["specimen_id"], patient_ref=d.get("patient_ref") or "", case_id=d["case_id"],
             created_at=d["created_at"], images=[CaseImage.from_dict(im) for im in d.get("images", [])],
             impression=d.get("impression") or "", signed_by=d.get("signed_by"), signed_at=d.get("signed_at"),
+            addenda=[Addendum(**a) for a in d.get("addenda", [])],
             status=CaseStatus(d.get("status", CaseStatus.OPEN.value)),
         )
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.case import Case, CaseFrozen, CaseStatus, now_utc
+from core.case import Addendum, Case, CaseFrozen, CaseStatus, now_utc
 from core.errors import LeukoScopeError
 from core.labels import DISPLAY_NAMES
 
@@ -71,6 +71,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2: the history page searches by specimen and reads one case's audit trail
         "CREATE INDEX cases_specimen ON cases(specimen_id)",
         "CREATE INDEX audit_case ON audit(case_id, id)",
+    ),
+    (  # 3: addenda to signed cases, append-only like the audit trail (the signed case itself never changes)
+        """CREATE TABLE addenda (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            case_id TEXT NOT NULL REFERENCES cases(case_id),
+            at TEXT NOT NULL,
+            who TEXT NOT NULL,
+            text TEXT NOT NULL)""",
+        "CREATE INDEX addenda_case ON addenda(case_id, id)",
+        """CREATE TRIGGER addenda_no_update BEFORE UPDATE ON addenda
+            BEGIN SELECT RAISE(ABORT, 'addenda are append-only'); END""",
+        """CREATE TRIGGER addenda_no_delete BEFORE DELETE ON addenda
+            BEGIN SELECT RAISE(ABORT, 'addenda are append-only'); END""",
+        """CREATE TRIGGER addenda_only_to_signed BEFORE INSERT ON addenda
+            WHEN (SELECT status FROM cases WHERE case_id = NEW.case_id) IS NOT 'signed'
+            BEGIN SELECT RAISE(ABORT, 'an addendum is added to a signed case'); END""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -210,6 +226,7 @@ class CaseStore:
         if not who:
             raise HistoryError("Enter your name to save the case.")
         new = case.to_dict(keep_images=False)
+        new.pop("addenda")  # they live in their own append-only table (add_addendum), not in the frozen JSON
         with self._connect(write=True) as conn:
             row = conn.execute("SELECT json FROM cases WHERE case_id = ?", (case.case_id,)).fetchone()
             old = json.loads(row[0]) if row else None
@@ -254,7 +271,9 @@ class CaseStore:
                 raise CaseNotFound(f"There is no case {case_id} in the history.")
             blobs = dict(conn.execute("SELECT idx, image FROM images WHERE case_id = ? AND image IS NOT NULL",
                                       (case_id,)).fetchall())
-        case = Case.from_dict(json.loads(row[0]))
+            addenda = conn.execute("SELECT text, who, at FROM addenda WHERE case_id = ? ORDER BY id",
+                                   (case_id,)).fetchall()
+        case = Case.from_dict({**json.loads(row[0]), "addenda": [dict(zip(("text", "by", "at"), a)) for a in addenda]})
         for i, blob in blobs.items():
             if i < len(case.images):
                 case.images[i].image_bytes = bytes(blob)
@@ -275,6 +294,25 @@ class CaseStore:
             ).fetchall()
         keys = ("case_id", "specimen_id", "patient_ref", "status", "created_at", "signed_by", "signed_at", "n_images")
         return [dict(zip(keys, r)) for r in rows]
+
+    def add_addendum(self, case: Case, text: str, who: str) -> Addendum:
+        """Add an addendum to the signed `case` (as stored here) and to the audit trail, in one
+        transaction; `case` gets it too. Raises CaseError for an open case or empty text or name,
+        CaseNotFound for a case not saved here."""
+        if case.status is not CaseStatus.SIGNED or not (text or "").strip() or not (who or "").strip():
+            case.add_addendum(text, who)  # raises the plain sentence for what is wrong
+        addendum = Addendum(text.strip(), who.strip(), now_utc())
+        with self._connect(write=True) as conn:
+            row = conn.execute("SELECT status FROM cases WHERE case_id = ?", (case.case_id,)).fetchone()
+            if row is None or row[0] != CaseStatus.SIGNED.value:
+                raise CaseNotFound(f"Case {case.specimen_id} is not signed in this history; save the signed case "
+                                   "first.")
+            conn.execute("INSERT INTO addenda (case_id, at, who, text) VALUES (?, ?, ?, ?)",
+                         (case.case_id, addendum.at, addendum.by, addendum.text))
+            conn.execute("INSERT INTO audit (case_id, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",
+                         (case.case_id, addendum.at, addendum.by, "addendum", addendum.text))
+        case.add_addendum(addendum.text, addendum.by, addendum.at)
+        return addendum
 
     def audit_trail(self, case_id: str) -> list[dict[str, Any]]:
         """The case's audit rows, oldest first: id, at, who, action, detail."""

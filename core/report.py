@@ -137,6 +137,11 @@ def render_pdf(case: Case, lang: Language | str = Language.ENGLISH, *, prepared_
 
     heading(_("Impression"))
     line(case.impression.strip() or _("No impression recorded."))
+    if case.addenda:
+        heading(_("Addenda (after signing)"))
+        for addendum in case.addenda:
+            line(_("Addendum by {name}, {date}:").format(name=addendum.by, date=display_time(addendum.at)), style="B")
+            line(addendum.text)
 
     heading(_("Model"))
     seen: set[tuple] = set()

@@ -582,6 +582,13 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     assert "Signed by Dr. N. Rahman" in texts(hist)
     assert "blast nuclei are not cleaved" in hist.dataframe[1].value.to_string()
     assert not list(history.glob("*.jpg"))  # images are not kept unless ticked
+    # A later finding goes on the signed case as an addendum (the case itself stays as signed).
+    hist.text_area(key=f"hist_{cid}_addendum_text").input("flow cytometry: CD10+, CD19+")
+    hist.text_input(key=f"hist_{cid}_addendum_by").input("Dr. N. Rahman")
+    hist.button(key=f"hist_{cid}_addendum_add").click().run()
+    no_exceptions(hist)
+    assert "flow cytometry: CD10+, CD19+" in texts(hist)
+    assert "addendum" in hist.dataframe[-1].value.to_string()  # in the audit trail
 
     # Bangla: the same page's labels in Bangla, class names in their international spelling.
     bn = app("app_pages/6_Case.py")

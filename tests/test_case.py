@@ -221,3 +221,25 @@ def test_times_are_shown_in_local_time_with_their_offset():
     assert display_time("2025-01-31T09:15:02+00:00", dhaka) == "2025-01-31 15:15 (UTC+06:00)"
     assert display_time("2025-01-31T09:15:02", timezone.utc) == "2025-01-31 09:15 (UTC+00:00)"  # naive = UTC
     assert display_time(None) == "" and display_time("not a time") == "not a time"
+
+
+def test_an_addendum_goes_to_a_signed_case_only_and_survives_json():
+    from case_helpers import make_image
+
+    from core.case import Case, CaseError, CaseFrozen, Decision
+
+    case = Case("S-9")
+    case.add(make_image())
+    with pytest.raises(CaseError, match="signed case"):
+        case.add_addendum("late finding", "Dr A")  # an open case is changed directly
+    case.decide(0, Decision.CONFIRMED)
+    case.sign("Dr A")
+    with pytest.raises(CaseError, match="text"):
+        case.add_addendum("   ", "Dr A")
+    with pytest.raises(CaseError, match="name"):
+        case.add_addendum("flow cytometry: CD10+", " ")
+    added = case.add_addendum("flow cytometry: CD10+", "Dr B")
+    assert (added.text, added.by) == ("flow cytometry: CD10+", "Dr B") and added.at
+    with pytest.raises(CaseFrozen):
+        case.impression = "rewritten"  # the signed case itself still cannot change
+    assert Case.from_json(case.to_json()).addenda == [added]

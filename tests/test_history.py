@@ -169,3 +169,28 @@ def test_exports(tmp_path):
     rows = list(csv.DictReader(io.StringIO(store.export_csv(case.case_id))))
     assert [(r["file"], r["decision"], r["final_label"]) for r in rows] == [
         ("S-5-0.jpg", "reclassified", "Benign"), ("S-5-1.jpg", "", "")]
+
+
+def test_addenda_to_a_signed_case_are_stored_audited_and_append_only(tmp_path):
+    from core.case import CaseError
+
+    store = CaseStore(tmp_path / "h.sqlite3")
+    case = _case(n=1)
+    store.save(case, who="Dr A")
+    with pytest.raises(CaseError, match="signed case"):
+        store.add_addendum(case, "too early", "Dr A")
+    case.decide(0, Decision.CONFIRMED)
+    case.sign("Dr A")
+    with pytest.raises(CaseNotFound, match="not signed in this history"):
+        store.add_addendum(case, "before the signed case is saved", "Dr A")
+    store.save(case, who="Dr A")
+    store.add_addendum(case, "flow cytometry: CD10+, CD19+", "Dr B")
+    assert [a.text for a in case.addenda] == ["flow cytometry: CD10+, CD19+"]
+    again = store.load(case.case_id)
+    assert [(a.text, a.by) for a in again.addenda] == [("flow cytometry: CD10+, CD19+", "Dr B")]
+    assert store.audit_trail(case.case_id)[-1] | {"id": 0, "at": ""} == {
+        "id": 0, "at": "", "who": "Dr B", "action": "addendum", "detail": "flow cytometry: CD10+, CD19+"}
+    assert store.save(again, who="Dr A") == []  # the signed case with its addenda saves as unchanged
+    with closing(sqlite3.connect(tmp_path / "h.sqlite3")) as conn, pytest.raises(sqlite3.DatabaseError,
+                                                                                 match="append-only"):
+        conn.execute("UPDATE addenda SET text = 'rewritten'")

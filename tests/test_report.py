@@ -129,3 +129,11 @@ def test_pypdf_reads_the_specimen_and_the_research_use_sentence():
     assert "SP-42" in text and RUO in text
     bn = flat(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(render_pdf(_signed_case(), lang="bn"))).pages))
     assert "SP-42" in bn and sum("\u0980" <= ch <= "\u09ff" for ch in bn) > 200  # Bengali script throughout
+
+
+def test_addenda_are_printed_after_the_impression():
+    case = _signed_case(n=1)
+    case.add_addendum("Flow cytometry confirms CD10+ precursor B.", "Dr. Rahman", at="2025-01-31T09:15:00+00:00")
+    text = flat(" ".join(pdf_text(render_pdf(case))))
+    assert "Addenda (after signing)" in text and "Addendum by Dr. Rahman," in text
+    assert "Flow cytometry confirms CD10+ precursor B." in text
