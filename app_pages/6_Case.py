@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, research_notice, setup_page, status_label, status_message, upload_box
+from core.i18n import message_of, translate
+
+from app.common import (NO_VALUE, _, current_language, guarded, research_notice, setup_page, status_label,
+                        status_message, upload_box)
 
 setup_page("Case review")
 st.title(_("Case review"))
@@ -29,7 +32,7 @@ def new_case_form() -> None:
                 st.session_state["case_seen_uploads"] = set()
                 st.rerun()
             except CaseError as exc:
-                st.error(str(exc))
+                st.error(translate(message_of(exc), current_language()))
 
 
 def add_uploads(case, name: str, keep_images: bool) -> None:
@@ -102,7 +105,7 @@ def review_image(case, i: int, item) -> None:
                     case.decide(i, decision, label if decision == Decision.RECLASSIFIED.value else None, reason)
                     st.rerun()
                 except CaseError as exc:
-                    st.error(str(exc))
+                    st.error(translate(message_of(exc), current_language()))
 
 
 def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
@@ -139,7 +142,7 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
             try:
                 case.sign(reviewer)
             except CaseError as exc:
-                st.error(str(exc))
+                st.error(translate(message_of(exc), current_language()))
             else:
                 if history_on:
                     save_to_history(case, folder, keep_images)
@@ -158,7 +161,8 @@ def save_to_history(case, folder, keep_images: bool) -> bool:
     except (HistoryError, OSError, ValueError) as exc:
         st.session_state["case_save_error"] = _(
             "The case is signed but could not be saved to the history folder: {error}").format(
-            error=getattr(exc, "strerror", None) or exc)
+            error=translate(message_of(exc), current_language()) if isinstance(exc, HistoryError)
+            else getattr(exc, "strerror", None) or exc)
         return False
     st.session_state.pop("case_save_error", None)
     st.session_state["case_saved"] = (case.case_id, str(folder))

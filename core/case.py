@@ -30,7 +30,7 @@ from PIL import Image
 
 from core import __version__
 from core.errors import LeukoScopeError
-from core.i18n import Text
+from core.i18n import N_, Text
 from core.imageio import ImageError, decode_image
 from core.inference import Predictor
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
@@ -248,7 +248,7 @@ class Case:
     def __post_init__(self) -> None:
         specimen = (self.specimen_id or "").strip()
         if not specimen:
-            raise CaseError("A case needs a specimen ID.")
+            raise CaseError(Text(N_("A case needs a specimen ID.")))
         object.__setattr__(self, "specimen_id", specimen)
         object.__setattr__(self, "patient_ref", (self.patient_ref or "").strip())
         object.__setattr__(self, "status", CaseStatus(self.status))
@@ -260,8 +260,8 @@ class Case:
     def _check_open(self) -> None:
         # Before __init__ assigns it, `status` is the class default (OPEN).
         if getattr(self, "status", CaseStatus.OPEN) is CaseStatus.SIGNED:
-            raise CaseFrozen(f"This case was signed by {self.signed_by} on {self.signed_at} and can no longer "
-                             "be changed; open a new case to amend it.")
+            raise CaseFrozen(Text(N_("This case was signed by {name} on {when} and can no longer be changed; add "
+                                "an addendum, or open a new case."), name=self.signed_by, when=display_time(self.signed_at)))
 
     # -- building and reviewing ------------------------------------------------------------
     def add(self, image: CaseImage) -> int:
@@ -272,7 +272,8 @@ class Case:
 
     def _image(self, index: int) -> CaseImage:
         if not 0 <= index < len(self.images):
-            raise CaseError(f"There is no image number {index + 1} in this case of {len(self.images)} images.")
+            raise CaseError(Text(N_("There is no image number {number} in this case of {count} images."),
+                                 number=str(index + 1), count=str(len(self.images))))
         return self.images[index]
 
     def decide(self, index: int, decision: Decision | str, final_label: str | None = None,
@@ -295,23 +296,24 @@ class Case:
         name = image.analysis.file_name
         if decision is Decision.CONFIRMED:
             if suggested is None:
-                raise InvalidDecision(f"The model suggested no class for {name}, so there is nothing to confirm; "
-                                      "reclassify it or mark it unusable.")
+                raise InvalidDecision(Text(N_("The model suggested no class for {name}, so there is nothing to "
+                                                 "confirm; reclassify it or mark it unusable."), name=name))
             if final_label is not None and label_folder(final_label) != suggested:
-                raise InvalidDecision("Confirming keeps the suggested class; to choose another class, reclassify.")
+                raise InvalidDecision(Text(N_("Confirming keeps the suggested class; to choose another class, "
+                                                 "reclassify.")))
             final = suggested
         elif decision is Decision.RECLASSIFIED:
             if not final_label:
-                raise InvalidDecision(f"Choose the class you reclassify {name} as.")
+                raise InvalidDecision(Text(N_("Choose the class you reclassify {name} as."), name=name))
             final = label_folder(final_label)
             if final == suggested:
-                raise InvalidDecision(f"{DISPLAY_NAMES[final]} is the model's own suggestion for {name}; "
-                                      "confirm it instead of reclassifying.")
+                raise InvalidDecision(Text(N_("{label} is the model's own suggestion for {name}; confirm it instead "
+                                                 "of reclassifying."), label=DISPLAY_NAMES[final], name=name))
             if not reason:
-                raise InvalidDecision(f"Give a reason for reclassifying {name}.")
+                raise InvalidDecision(Text(N_("Give a reason for reclassifying {name}."), name=name))
         else:
             if final_label:
-                raise InvalidDecision("An unusable image has no final class; leave the class empty.")
+                raise InvalidDecision(Text(N_("An unusable image has no final class; leave the class empty.")))
             final = None
         image.review = Review(decision, final, reason)
         return image.review
@@ -329,26 +331,29 @@ class Case:
         self._check_open()
         name = (reviewer_name or "").strip()
         if not name:
-            raise NotReadyToSign("Enter the reviewer's name to sign the case.")
+            raise NotReadyToSign(Text(N_("Enter the reviewer's name to sign the case.")))
         if not self.images:
-            raise NotReadyToSign("A case needs at least one image before it can be signed.")
+            raise NotReadyToSign(Text(N_("A case needs at least one image before it can be signed.")))
         missing = self.undecided()
         if missing:
             numbers = ", ".join(str(i + 1) for i in missing)
-            raise NotReadyToSign(f"Decide every image before signing; image{'s' if len(missing) > 1 else ''} "
-                                 f"{numbers} {'have' if len(missing) > 1 else 'has'} no decision yet.")
+            raise NotReadyToSign(Text(N_("Decide every image before signing; images {numbers} have no decision yet.")
+                                      if len(missing) > 1 else
+                                      N_("Decide every image before signing; image {numbers} has no decision yet."),
+                                      numbers=numbers))
         self.signed_by, self.signed_at = name, now_utc()
         self.status = CaseStatus.SIGNED  # last: from here on _check_open refuses
 
     def add_addendum(self, text: str, by: str, at: str | None = None) -> Addendum:
         """Append an addendum to a signed case (an open case is changed directly instead)."""
         if self.status is not CaseStatus.SIGNED:
-            raise CaseError("An addendum is added to a signed case; while the case is open, change it directly.")
+            raise CaseError(Text(N_("An addendum is added to a signed case; while the case is open, change it "
+                                    "directly.")))
         text, by = (text or "").strip(), (by or "").strip()
         if not text:
-            raise CaseError("Write the addendum's text.")
+            raise CaseError(Text(N_("Write the addendum's text.")))
         if not by:
-            raise CaseError("Enter your name to add the addendum.")
+            raise CaseError(Text(N_("Enter your name to add the addendum.")))
         addendum = Addendum(text, by, at or now_utc())
         self.addenda.append(addendum)  # the list, not an attribute: a signed case still refuses assignments
         return addendum
@@ -386,9 +391,9 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Case":
         if d.get("format") != FORMAT:
-            raise CaseError("This file is not a LeukoScope case.")
+            raise CaseError(Text(N_("This file is not a LeukoScope case.")))
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise CaseError("This case was written by a newer LeukoScope; update the app to open it.")
+            raise CaseError(Text(N_("This case was written by a newer LeukoScope; update the app to open it.")))
         return cls(
             specimen_id=d["specimen_id"], patient_ref=d.get("patient_ref") or "", case_id=d["case_id"],
             created_at=d["created_at"], images=[CaseImage.from_dict(im) for im in d.get("images", [])],

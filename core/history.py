@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.case import Addendum, Case, CaseFrozen, CaseStatus, now_utc
+from core.case import Addendum, Case, CaseFrozen, CaseStatus, display_time, now_utc
 from core.errors import LeukoScopeError
+from core.i18n import N_, Text
 from core.labels import DISPLAY_NAMES
 
 APP_NAME = "LeukoScope"
@@ -118,7 +119,8 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     try:
         found = schema_version(conn)
         if found > SCHEMA_VERSION:
-            raise HistoryError("This case history was written by a newer LeukoScope; update the app to open it.")
+            raise HistoryError(Text(N_("This case history was written by a newer LeukoScope; update the app to "
+                                       "open it.")))
         for version in range(found, target):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
@@ -194,7 +196,8 @@ class CaseStore:
             with self._connect() as conn:
                 migrate(conn)
         except (OSError, sqlite3.DatabaseError) as exc:  # a read-only folder, or a file that is not SQLite
-            raise HistoryError(f"Cannot open the case history at {self.path} ({exc}).") from None
+            raise HistoryError(Text(N_("Cannot open the case history at {path} ({error})."), path=str(self.path),
+                                    error=str(exc))) from None
 
     @contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -202,7 +205,8 @@ class CaseStore:
         try:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise HistoryError(f"Cannot open the case history at {self.path} ({exc}).") from None
+            raise HistoryError(Text(N_("Cannot open the case history at {path} ({error})."), path=str(self.path),
+                                    error=str(exc))) from None
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             if write:
@@ -224,7 +228,7 @@ class CaseStore:
         again unchanged does nothing, changed raises `CaseFrozen`."""
         who = (who or "").strip()
         if not who:
-            raise HistoryError("Enter your name to save the case.")
+            raise HistoryError(Text(N_("Enter your name to save the case.")))
         new = case.to_dict(keep_images=False)
         new.pop("addenda")  # they live in their own append-only table (add_addendum), not in the frozen JSON
         with self._connect(write=True) as conn:
@@ -233,8 +237,9 @@ class CaseStore:
             if old is not None and old["status"] == CaseStatus.SIGNED.value:
                 if old == new:
                     return []
-                raise CaseFrozen(f"Case {old['specimen_id']} was signed by {old['signed_by']} on {old['signed_at']} "
-                                 "and cannot be changed; open a new case to amend it.")
+                raise CaseFrozen(Text(N_("Case {specimen} was signed by {name} on {when} and cannot be changed; "
+                                         "add an addendum, or open a new case."), specimen=old["specimen_id"],
+                                      name=old["signed_by"], when=display_time(old["signed_at"])))
             events = changes(old, new)
             conn.execute(
                 """INSERT INTO cases (case_id, specimen_id, patient_ref, status, created_at, signed_by, signed_at, json)
@@ -268,7 +273,7 @@ class CaseStore:
         with self._connect() as conn:
             row = conn.execute("SELECT json FROM cases WHERE case_id = ?", (case_id,)).fetchone()
             if row is None:
-                raise CaseNotFound(f"There is no case {case_id} in the history.")
+                raise CaseNotFound(Text(N_("There is no case {case_id} in the history."), case_id=case_id))
             blobs = dict(conn.execute("SELECT idx, image FROM images WHERE case_id = ? AND image IS NOT NULL",
                                       (case_id,)).fetchall())
             addenda = conn.execute("SELECT text, who, at FROM addenda WHERE case_id = ? ORDER BY id",
@@ -305,8 +310,8 @@ class CaseStore:
         with self._connect(write=True) as conn:
             row = conn.execute("SELECT status FROM cases WHERE case_id = ?", (case.case_id,)).fetchone()
             if row is None or row[0] != CaseStatus.SIGNED.value:
-                raise CaseNotFound(f"Case {case.specimen_id} is not signed in this history; save the signed case "
-                                   "first.")
+                raise CaseNotFound(Text(N_("Case {specimen} is not signed in this history; save the signed case "
+                                           "first."), specimen=case.specimen_id))
             conn.execute("INSERT INTO addenda (case_id, at, who, text) VALUES (?, ?, ?, ?)",
                          (case.case_id, addendum.at, addendum.by, addendum.text))
             conn.execute("INSERT INTO audit (case_id, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",

@@ -112,3 +112,12 @@ def test_a_reopened_case_keeps_its_reasons_translatable():
     message = reopened.images[0].analysis.message
     assert message == "no white cell is in view, only red cells or platelets"
     assert translate(message, "bn") == "দৃশ্যে কোনো শ্বেত রক্তকণিকা নেই, শুধু লোহিত রক্তকণিকা বা প্লেটলেট"
+
+
+def test_a_reviewers_mistake_is_explained_in_bangla():
+    from core.case import Case, NotReadyToSign
+    from core.i18n import message_of, translate
+
+    with pytest.raises(NotReadyToSign) as err:
+        Case("S-1").sign("  ")
+    assert translate(message_of(err.value), "bn") == "কেসে স্বাক্ষর করতে পর্যালোচকের নাম লিখুন।"
