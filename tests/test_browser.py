@@ -79,6 +79,13 @@ def server(tiny_run, tmp_path_factory):
         log.close()
 
 
+def _script_done(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit has run the script (a page whose tables sit in collapsed expanders never
+    draws them, so `_settle` would wait for ever)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.wait_for_timeout(1000 if os.environ.get("LEUKOSCOPE_SHOTS") else 200)
+
+
 def _settle(page, timeout_ms: int = 120_000) -> None:
     """Wait until Streamlit has run the script and drawn what it sent (no skeletons, visible tables drawn)."""
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
@@ -176,6 +183,9 @@ def test_case_review_in_a_browser(server, tmp_path):
                 _settle(page)
             page.get_by_text("reclassified →", exact=False).first.wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "7_case_reviewed.png"), full_page=True)
+            page.get_by_text("Case history on this computer").click()  # the sidebar's opt-in
+            page.get_by_text("Save signed cases to a history file").click()
+            _settle(page)
             sign_form = page.locator('[data-testid="stForm"]', has=page.get_by_role("button", name="Sign the case"))
             sign_form.get_by_role("textbox").fill("Dr. N. Rahman")
             sign_form.get_by_role("button", name="Sign the case").click()
@@ -189,6 +199,19 @@ def test_case_review_in_a_browser(server, tmp_path):
             _settle(page)
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(shots / "7b_case_signed_bn.png"))
+            # Another browser session finds the signed case in the history and adds an addendum, in Bangla.
+            history = browser.new_page(viewport=VIEWPORT)
+            history.goto(f"{server}/History?lang=bn", wait_until="domcontentloaded")
+            history.get_by_text("BM-2026-007", exact=False).first.wait_for(timeout=120_000)
+            _script_done(history)
+            addendum = history.locator('[data-testid="stForm"]')
+            addendum.get_by_role("textbox").first.fill("ফ্লো সাইটোমেট্রি: CD10+, CD19+")
+            addendum.get_by_role("textbox").nth(1).fill("Dr. N. Rahman")
+            addendum.get_by_role("button", name="সংযোজনী যোগ করুন").click()
+            history.get_by_text("ফ্লো সাইটোমেট্রি: CD10+, CD19+", exact=False).first.wait_for(timeout=60_000)
+            _script_done(history)
+            assert history.locator('[data-testid="stException"]').count() == 0
+            history.screenshot(path=str(shots / "8b_history_addendum_bn.png"), full_page=True)
             # Streamlit words its upload box in English; the app restates it (CSS) in Bangla.
             page.goto(f"{server}/Diagnose?lang=bn", wait_until="domcontentloaded")
             page.locator('[data-testid="stFileUploaderDropzone"]').first.wait_for(timeout=120_000)
