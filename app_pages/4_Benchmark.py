@@ -103,8 +103,8 @@ def accuracy_tab(b: Benchmark) -> None:
     st.subheader(_("Paper vs ours"))
     st.caption(_("**ours %** is the test accuracy of weights trained with the paper's protocol where we have them "
                  "(**protocol** = paper), else of our own recipe; **own recipe %** is our own recipe's beside a "
-                 "paper-protocol row. A gap of more than {points} points to the paper's own matrix is explained in "
-                 "**why it differs**.").format(points=f"{bd.EXPLAIN_ABOVE:g}"))
+                 "paper-protocol row. A gap of more than {points} points to either of the paper's figures (stated, or "
+                 "from its matrix) is explained in **why it differs**.").format(points=f"{bd.EXPLAIN_ABOVE:g}"))
     cmp_f = b.comparison
     show_table(cmp_f,
                column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",

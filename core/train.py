@@ -260,6 +260,7 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
                   verbose=verbose)
     history_logs: dict[str, list] = {}
     t0 = time.perf_counter()
+    commit = git_commit()  # the code that trains: at the start, not whatever is checked out at the end
     if two_stage:
         done = run_dir / "warmup.done"
         if not done.exists():
@@ -294,7 +295,7 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
     deviations = config.deviations_from_paper()
     record = dict(
         model=name, family=spec.family, mode=spec.mode,
-        command=command, git_commit=git_commit(), manifest=str(manifest_path or "benchmarks/split_manifest.json"),
+        command=command, git_commit=commit, manifest=str(manifest_path or "benchmarks/split_manifest.json"),
         manifest_hash=manifest_hash(manifest), data=str(data_root),
         n_train=int(len(x_train)), n_val=int(len(x_val)),
         train_counts={c: int((y_train == i).sum()) for i, c in enumerate(CLASS_FOLDERS)},
