@@ -236,9 +236,9 @@ def runs_tab(b: Benchmark) -> None:
 
     f = b.filters
     # A folder may hold a second run of one model (e.g. `mobilenetv2-baseline.paper`): filter by the model.
-    model_of = {n: bd.load_run(b.results_dir / "runs" / n).get("model") or n for n in bd.list_runs()}
-    runs = [n for n, m in model_of.items() if (not f.families or bd.family_of(m) in f.families)
-            and (not f.modes or bd.mode_of(m) in f.modes)]
+    records = {n: bd.load_run(b.results_dir / "runs" / n) for n in bd.list_runs(b.results_dir)}  # read once
+    runs = [n for n, r in records.items() if (not f.families or bd.family_of(r.get("model") or n) in f.families)
+            and (not f.modes or bd.mode_of(r.get("model") or n) in f.modes)]
     st.caption(_("The paper's protocol: ") + "; ".join(
         f"{k.replace('_', ' ')} {v}" for k, v in paper.PAPER_PROTOCOL.items()
         if k in ("input_size", "train_test_split", "batch_size", "learning_rate", "max_epochs",
@@ -248,7 +248,7 @@ def runs_tab(b: Benchmark) -> None:
                   "run.json; copy the run folder there).").format(folder=b.results_dir / "runs"))
     for i, n in enumerate(runs):
         run_dir = b.results_dir / "runs" / n
-        hist, run = bd.load_history(run_dir), bd.load_run(run_dir)
+        hist, run = bd.load_history(run_dir), records[n]
         st.markdown(f"**{n}**")
         c = st.columns(2)
         if hist is not None:

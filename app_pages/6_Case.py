@@ -149,6 +149,34 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
                 st.rerun()
 
 
+def save_draft(case, folder, keep_images: bool) -> None:
+    """With the history on, an open case is saved as a draft whenever it has changed, so a reload,
+    a closed tab or a crash loses no decision; Case history reopens it. The audit trail names the
+    computer's user account until a reviewer signs."""
+    import getpass
+    import json
+
+    from core.history import HistoryError
+
+    from app.cases import history_store
+
+    state = (case.case_id, json.dumps(case.to_dict(keep_images=False), sort_keys=True), keep_images)
+    if st.session_state.get("case_draft_state") == state:
+        return
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):  # no user name from the environment or the password database
+        who = "unknown"
+    try:
+        history_store(folder).save(case, who=who, keep_images=keep_images)
+    except (HistoryError, OSError, ValueError) as exc:
+        st.warning(_("The draft could not be saved to the history folder: {error}").format(
+            error=translate(message_of(exc), current_language()) if isinstance(exc, HistoryError)
+            else getattr(exc, "strerror", None) or exc))
+        return
+    st.session_state["case_draft_state"] = state
+
+
 def save_to_history(case, folder, keep_images: bool) -> bool:
     """Write the signed case to the history; on failure say why in one sentence and keep the case
     in this session (the Case review page then offers to try again)."""
@@ -190,6 +218,9 @@ with guarded(_("showing the case")):
         st.rerun()
     if case.status.value == "open" and name is not None:
         add_uploads(case, name, keep_images and history_on)
+    if case.status.value == "open" and history_on:
+        save_draft(case, folder, keep_images)
+        st.caption(_("Draft saved in the case history as you go; reopen it there after a reload."))
     if not case.images:
         st.info(_("Add the specimen's smear images above."))
         st.stop()
@@ -197,6 +228,8 @@ with guarded(_("showing the case")):
         with st.container(border=True), guarded(_("showing {name}").format(name=item.analysis.file_name)):
             review_image(case, i, item)
     summary_and_sign(case, history_on, folder, keep_images)
+    if case.status.value == "open" and history_on:
+        save_draft(case, folder, keep_images)  # the impression typed in this run
     if case.status.value == "signed":
         saved = st.session_state.get("case_saved")
         if saved and saved[0] == case.case_id:

@@ -16,7 +16,8 @@ with guarded(_("reading the case history")):
 
     from core.case import display_time
 
-    from app.cases import DB_NAME, addenda_section, case_downloads, class_name, decision_label, history_settings, history_store
+    from app.cases import (CASE_KEY, DB_NAME, addenda_section, case_downloads, class_name, decision_label,
+                           history_settings, history_store)
 
     with st.sidebar:
         _on, folder, _keep = history_settings()
@@ -53,6 +54,11 @@ with guarded(_("reading the case history")):
     } for im in case.images]))
     if case.status.value == "signed":
         addenda_section(case, f"hist_{case.case_id}", store=store)
+    elif st.button(_("Continue this review"), type="primary", key=f"hist_continue_{case.case_id}",
+                   help=_("An unsigned draft: open it in Case review to decide the remaining images and sign.")):
+        st.session_state[CASE_KEY] = case
+        st.session_state["case_seen_uploads"] = set()
+        st.switch_page("app_pages/6_Case.py")
     case_downloads(case, f"hist_dl_{case.case_id}")
     with st.expander(_("Audit trail")):
         # The detail column is the record as written at the time (English), kept verbatim for audit.

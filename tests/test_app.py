@@ -633,6 +633,33 @@ def test_case_history_that_cannot_be_written_loses_nothing(app_env, tmp_path, mo
     assert at.button(key="case_save_history") is not None and len(at.download_button) == 3
 
 
+def test_an_open_case_is_kept_as_a_draft_and_continued_after_a_reload(app_env, tmp_path, monkeypatch):
+    """With the history on, every change to an open case is saved, so a reload loses no decision;
+    Case history lists the draft and continues it in Case review."""
+    from core.case import CaseStatus, Decision
+    from core.history import CaseStore
+
+    from app.cases import DB_NAME
+
+    history = tmp_path / "history"
+    monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(history))
+    at = app("app_pages/6_Case.py").run()
+    at.text_input(key="case_specimen").input("BM-2026-003")
+    at.button(key="case_create").click().run()
+    cid = at.session_state["case"].case_id
+    at.checkbox(key="history_on").check().run()
+    at.file_uploader(key=f"case_upload_{cid}").set_value([(SAMPLE_A.name, SAMPLE_A.read_bytes(), "image/jpeg")]).run()
+    at.radio(key=f"case_dec_{cid}_0").set_value(Decision.UNUSABLE.value)
+    at.button(key=f"case_save_{cid}_0").click().run()
+    no_exceptions(at)
+    draft = CaseStore(history / DB_NAME).load(cid)  # the browser tab is gone; the draft is not
+    assert draft.status is CaseStatus.OPEN and draft.images[0].review.decision is Decision.UNUSABLE
+    hist = app("app_pages/7_History.py").run()
+    no_exceptions(hist)
+    hist.button(key=f"hist_continue_{cid}").click().run()
+    assert hist.session_state["case"].case_id == cid and hist.session_state["case"].images[0].review
+
+
 def test_two_sessions_never_see_each_others_case(app_env):
     one, two = app("app_pages/6_Case.py").run(), app("app_pages/6_Case.py").run()
     one.text_input(key="case_specimen").input("A-1")
