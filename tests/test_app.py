@@ -606,6 +606,17 @@ def test_case_review_sign_report_history_and_bangla(app_env, media, tmp_path, mo
     assert bn.text_input(key="case_specimen").label == "নমুনা আইডি"
 
 
+def case_with_history(specimen: str, files: list[tuple[str, bytes, str]]):
+    """Case review in a new session: a case created, the history switched on, `files` uploaded."""
+    at = app("app_pages/6_Case.py").run()
+    at.text_input(key="case_specimen").input(specimen)
+    at.button(key="case_create").click().run()
+    cid = at.session_state["case"].case_id
+    at.checkbox(key="history_on").check().run()
+    at.file_uploader(key=f"case_upload_{cid}").set_value(files).run()
+    return at, cid
+
+
 def test_case_history_that_cannot_be_written_loses_nothing(app_env, tmp_path, monkeypatch):
     """A history 'folder' that is a file: signing still works, the user reads one sentence, the case
     stays in the session with its downloads, and saving can be tried again."""
@@ -614,12 +625,7 @@ def test_case_history_that_cannot_be_written_loses_nothing(app_env, tmp_path, mo
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the history folder should be")
     monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(blocker))
-    at = app("app_pages/6_Case.py").run()
-    at.text_input(key="case_specimen").input("BM-2026-002")
-    at.button(key="case_create").click().run()
-    cid = at.session_state["case"].case_id
-    at.checkbox(key="history_on").check().run()
-    at.file_uploader(key=f"case_upload_{cid}").set_value([("bad.jpg", BAD_BYTES, "image/jpeg")]).run()
+    at, cid = case_with_history("BM-2026-002", [("bad.jpg", BAD_BYTES, "image/jpeg")])
     no_exceptions(at)
     case = at.session_state["case"]
     assert case.images[0].analysis.status.value == "error"
@@ -643,12 +649,7 @@ def test_an_open_case_is_kept_as_a_draft_and_continued_after_a_reload(app_env, t
 
     history = tmp_path / "history"
     monkeypatch.setenv("LEUKOSCOPE_HISTORY", str(history))
-    at = app("app_pages/6_Case.py").run()
-    at.text_input(key="case_specimen").input("BM-2026-003")
-    at.button(key="case_create").click().run()
-    cid = at.session_state["case"].case_id
-    at.checkbox(key="history_on").check().run()
-    at.file_uploader(key=f"case_upload_{cid}").set_value([(SAMPLE_A.name, SAMPLE_A.read_bytes(), "image/jpeg")]).run()
+    at, cid = case_with_history("BM-2026-003", [(SAMPLE_A.name, SAMPLE_A.read_bytes(), "image/jpeg")])
     at.radio(key=f"case_dec_{cid}_0").set_value(Decision.UNUSABLE.value)
     at.button(key=f"case_save_{cid}_0").click().run()
     no_exceptions(at)
