@@ -177,15 +177,18 @@ def test_case_review_in_a_browser(server, tmp_path):
             first.get_by_text("reclassified", exact=True).click()
             first.get_by_role("textbox").fill("nuclear chromatin and nucleoli fit another subtype")
             first.get_by_role("button", name="Save decision").click()
+            # Wait for each decision to show before the next click: a click during a rerun can be lost.
+            page.get_by_text("reclassified →", exact=False).first.wait_for(timeout=60_000)
             _settle(page)
             for i in (1, 2):  # images 2 and 3: confirm the suggestion (the preselected decision)
                 page.locator('[data-testid="stForm"]').nth(i).get_by_role("button", name="Save decision").click()
+                page.get_by_text("confirmed →", exact=False).nth(i - 1).wait_for(timeout=60_000)
                 _settle(page)
-            page.get_by_text("reclassified →", exact=False).first.wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "7_case_reviewed.png"), full_page=True)
             page.get_by_text("Case history on this computer").click()  # the sidebar's opt-in
             page.get_by_text("Save signed cases to a history file").click()
-            _settle(page)
+            page.get_by_text("Draft saved in the case history", exact=False).first.wait_for(timeout=120_000)
+            _settle(page)  # the rerun that saved the draft has drawn the page
             sign_form = page.locator('[data-testid="stForm"]', has=page.get_by_role("button", name="Sign the case"))
             sign_form.get_by_role("textbox").fill("Dr. N. Rahman")
             sign_form.get_by_role("button", name="Sign the case").click()
