@@ -208,10 +208,19 @@ def test_case_review_in_a_browser(server, tmp_path):
             history.get_by_text("BM-2026-007", exact=False).first.wait_for(timeout=120_000)
             _script_done(history)
             addendum = history.locator('[data-testid="stForm"]')
-            addendum.get_by_role("textbox").first.fill("ফ্লো সাইটোমেট্রি: CD10+, CD19+")
-            addendum.get_by_role("textbox").nth(1).fill("Dr. N. Rahman")
+            addendum.get_by_role("button", name="সংযোজনী যোগ করুন").wait_for(timeout=120_000)
+            _script_done(history)
+            text, name = addendum.get_by_role("textbox").first, addendum.get_by_role("textbox").nth(1)
+            text.fill("ফ্লো সাইটোমেট্রি: CD10+, CD19+")
+            name.fill("Dr. N. Rahman")
+            _script_done(history)  # a rerun still drawing could reset the fields: check them before submitting
+            assert text.input_value() == "ফ্লো সাইটোমেট্রি: CD10+, CD19+" and name.input_value() == "Dr. N. Rahman"
             addendum.get_by_role("button", name="সংযোজনী যোগ করুন").click()
-            history.get_by_text("ফ্লো সাইটোমেট্রি: CD10+, CD19+", exact=False).first.wait_for(timeout=60_000)
+            try:
+                history.get_by_text("ফ্লো সাইটোমেট্রি: CD10+, CD19+", exact=False).first.wait_for(timeout=120_000)
+            except Exception as exc:  # say what the page showed instead
+                raise AssertionError(history.locator("section.main, [data-testid='stMain']").first.inner_text()[-1500:]) \
+                    from exc
             _script_done(history)
             assert history.locator('[data-testid="stException"]').count() == 0
             history.screenshot(path=str(shots / "8b_history_addendum_bn.png"), full_page=True)
