@@ -131,10 +131,12 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds, self.lr, self.alpha = seconds, lr, alpha
 
     def on_train_begin(self, logs=None):
-        self.t0 = time.perf_counter()
+        self.t0 = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._e0 = time.perf_counter()
+        if self.t0 is None:  # the budget starts with the first epoch: it always begins at the full rate
+            self.t0 = self._e0
         frac = min((self._e0 - self.t0) / self.seconds, 1.0)
         cosine = 0.5 * (1 + np.cos(np.pi * frac))
         self.model.optimizer.learning_rate = self.lr * (self.alpha + (1 - self.alpha) * cosine)

@@ -80,8 +80,10 @@ def test_time_budget_schedule_follows_a_cosine_over_time():
     cb = TimeBudget(100.0, lr=1e-3, alpha=0.01)
     cb.set_model(model)
     cb.on_train_begin()
+    cb.on_epoch_begin(0)  # the budget starts with the first epoch, at the full rate
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
     cb.t0 -= 50.0  # halfway through the budget
-    cb.on_epoch_begin(0)
+    cb.on_epoch_begin(1)
     halfway = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     assert halfway == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=1e-3)
     cb.t0 -= 40.0  # 90 s gone, epochs of 15 s: the next one would overrun
