@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.i18n import message_of, translate
-
-from app.common import (NO_VALUE, _, current_language, guarded, research_notice, setup_page, status_label,
+from app.common import (NO_VALUE, _, guarded, plain_message, research_notice, setup_page, status_label,
                         status_message, upload_box)
 
 setup_page("Case review")
@@ -32,7 +30,7 @@ def new_case_form() -> None:
                 st.session_state["case_seen_uploads"] = set()
                 st.rerun()
             except CaseError as exc:
-                st.error(translate(message_of(exc), current_language()))
+                st.error(plain_message(exc, _("reviewing the case")))
 
 
 def add_uploads(case, name: str, keep_images: bool) -> None:
@@ -105,7 +103,7 @@ def review_image(case, i: int, item) -> None:
                     case.decide(i, decision, label if decision == Decision.RECLASSIFIED.value else None, reason)
                     st.rerun()
                 except CaseError as exc:
-                    st.error(translate(message_of(exc), current_language()))
+                    st.error(plain_message(exc, _("reviewing the case")))
 
 
 def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
@@ -142,7 +140,7 @@ def summary_and_sign(case, history_on: bool, folder, keep_images: bool) -> None:
             try:
                 case.sign(reviewer)
             except CaseError as exc:
-                st.error(translate(message_of(exc), current_language()))
+                st.error(plain_message(exc, _("reviewing the case")))
             else:
                 if history_on:
                     save_to_history(case, folder, keep_images)
@@ -171,7 +169,7 @@ def save_draft(case, folder, keep_images: bool) -> None:
         history_store(folder).save(case, who=who, keep_images=keep_images)
     except (HistoryError, OSError, ValueError) as exc:
         st.warning(_("The draft could not be saved to the history folder: {error}").format(
-            error=translate(message_of(exc), current_language()) if isinstance(exc, HistoryError)
+            error=plain_message(exc, _("saving the case")) if isinstance(exc, HistoryError)
             else getattr(exc, "strerror", None) or exc))
         return
     st.session_state["case_draft_state"] = state
@@ -189,7 +187,7 @@ def save_to_history(case, folder, keep_images: bool) -> bool:
     except (HistoryError, OSError, ValueError) as exc:
         st.session_state["case_save_error"] = _(
             "The case is signed but could not be saved to the history folder: {error}").format(
-            error=translate(message_of(exc), current_language()) if isinstance(exc, HistoryError)
+            error=plain_message(exc, _("saving the case")) if isinstance(exc, HistoryError)
             else getattr(exc, "strerror", None) or exc)
         return False
     st.session_state.pop("case_save_error", None)
