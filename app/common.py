@@ -7,7 +7,7 @@ from typing import Iterator
 
 import streamlit as st
 
-from core.i18n import N_, Language, message_of, translate, translator  # noqa: F401 - N_ for the pages
+from core.i18n import N_, Language, message_of, render, translate, translator  # noqa: F401 - N_ for the pages
 from core.errors import LeukoScopeError
 from core.imageio import IMAGE_SUFFIXES
 
@@ -27,8 +27,9 @@ def current_language() -> Language:
 
 
 def _(text: str) -> str:
-    """The text in the user's language (gettext; English is the source)."""
-    return translator(current_language())(text)
+    """The text in the user's language (gettext; English is the source). A `core.i18n.Text` is
+    rebuilt from its translated template and arguments."""
+    return render(text, translator(current_language()))
 
 
 def language_picker() -> Language:
@@ -81,6 +82,22 @@ def upload_box(label: str, *, key: str, types: list[str] = IMAGE_TYPES, multiple
 [data-testid="stFileUploaderDropzoneInstructions"] span::after {{ content: {_css_string(hint)}; font-size: 0.875rem; }}
 </style>""")
     return (container or st).file_uploader(label, type=types, accept_multiple_files=multiple, key=key, help=help)
+
+
+def input_hints() -> None:
+    """Streamlit's own hint under a text field being edited ("Press Enter to apply", "... to submit
+    form", "Press Ctrl+Enter ..." for a text area) is English and has no parameter; a style block
+    restates it in the user's language, for each kind of field, on every page."""
+    hint = '[data-testid="InputInstructions"] span:first-child'
+    words = {
+        '[data-testid="stTextInput"]': _("Press Enter to apply"),
+        '[data-testid="stForm"] [data-testid="stTextInput"]': _("Press Enter to submit the form"),
+        '[data-testid="stTextArea"]': _("Press Ctrl+Enter (⌘+Enter on a Mac) to apply"),
+        '[data-testid="stForm"] [data-testid="stTextArea"]': _("Press Ctrl+Enter (⌘+Enter on a Mac) to submit the form"),
+    }
+    rules = "\n".join(f"{field} {hint}::after {{ content: {_css_string(text)}; font-size: 0.75rem; }}"
+                      for field, text in words.items())
+    st.html(f"<style>\n{hint} {{ font-size: 0 !important; }}\n{rules}\n</style>")
 
 
 def show_table(data, *, container=None, **kwargs):
@@ -143,10 +160,9 @@ def research_notice() -> None:
 
 def status_label(status) -> str:
     """A status word in the user's language (the glossary in the README)."""
-    from core.status import Status
+    from core.status import WORDS, Status
 
-    return {Status.ERROR: _("error"), Status.REJECTED: _("rejected"), Status.OUT_OF_SCOPE: _("out of scope"),
-            Status.UNCERTAIN: _("uncertain"), Status.OK: _("ok")}[Status(status)]
+    return _(WORDS[Status(status)])
 
 
 def status_message(status, message: str) -> str:

@@ -61,11 +61,12 @@ with guarded(_("reading the case history")):
         st.switch_page("app_pages/6_Case.py")
     case_downloads(case, f"hist_dl_{case.case_id}")
     with st.expander(_("Audit trail")):
-        # The detail column is the record as written at the time (English), kept verbatim for audit.
+        # The database keeps each detail's English sentence as written; the app's own wording is
+        # said again in the user's language (the reviewer's typed words stay as typed).
         actions = {"created": _("created"), "details changed": _("details changed"), "image added": _("image added"),
                    "decision changed": _("decision changed"), "image removed": _("image removed"),
                    "impression changed": _("impression changed"), "signed": _("signed"), "addendum": _("addendum")}
         show_table(pd.DataFrame([{
             _("when"): display_time(e["at"]), _("who"): e["who"] or NO_VALUE,
-            _("action"): actions.get(e["action"], e["action"]), _("detail"): e["detail"],
+            _("action"): actions.get(e["action"], e["action"]), _("detail"): _(e["detail"]),
         } for e in store.audit_trail(case.case_id)]))

@@ -24,6 +24,7 @@ from core.case import Addendum, Case, CaseFrozen, CaseStatus, display_time, now_
 from core.errors import LeukoScopeError
 from core.i18n import N_, Text
 from core.labels import DISPLAY_NAMES
+from core.status import WORDS, Status
 
 APP_NAME = "LeukoScope"
 DB_NAME = "cases.sqlite3"
@@ -89,6 +90,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHEN (SELECT status FROM cases WHERE case_id = NEW.case_id) IS NOT 'signed'
             BEGIN SELECT RAISE(ABORT, 'an addendum is added to a signed case'); END""",
     ),
+    (  # 4: how each audit detail was worded (core.i18n.Text parts, JSON), so the page can say it in Bangla;
+        # `detail` keeps the English sentence as written. Older rows have none and show `detail` as is.
+        "ALTER TABLE audit ADD COLUMN detail_parts TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -134,13 +139,16 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     return found
 
 
-def _review_text(review: dict | None) -> str:
+def _review_text(review: dict | None) -> Text:
     if not review:
-        return "undecided"
+        return Text(N_("undecided"))
     label = review.get("final_label")
+    label = DISPLAY_NAMES.get(label, label)
     if review["decision"] == "unusable" or not label:
-        return review["decision"]
-    return f"{review['decision']} as {DISPLAY_NAMES.get(label, label)}"
+        return Text(N_("unusable")) if review["decision"] == "unusable" else Text(review["decision"])
+    if review["decision"] == "reclassified":
+        return Text(N_("reclassified as {label}"), label=label)
+    return Text(N_("confirmed as {label}"), label=label)
 
 
 def _review_key(review: dict | None) -> tuple | None:
@@ -148,14 +156,17 @@ def _review_key(review: dict | None) -> tuple | None:
 
 
 def changes(old: dict | None, new: dict) -> list[tuple[str, str]]:
-    """(action, detail) audit entries describing how case dict `new` differs from `old` (None: new case)."""
+    """(action, detail) audit entries describing how case dict `new` differs from `old` (None: new
+    case). A detail the app words is a `core.i18n.Text` (English, translatable); the reviewer's own
+    words (an impression, an addendum) are stored as typed."""
     events: list[tuple[str, str]] = []
     if old is None:
-        events.append(("created", f"specimen {new['specimen_id']}"))
+        events.append(("created", Text(N_("specimen {specimen}"), specimen=new["specimen_id"])))
         old = {**new, "images": [], "status": CaseStatus.OPEN.value, "impression": ""}
     elif (old["specimen_id"], old["patient_ref"]) != (new["specimen_id"], new["patient_ref"]):
-        events.append(("details changed", f"specimen {old['specimen_id']} -> {new['specimen_id']}"
-                       + ("; patient reference changed" if old["patient_ref"] != new["patient_ref"] else "")))
+        template = (N_("specimen {old} -> {new}; patient reference changed")
+                    if old["patient_ref"] != new["patient_ref"] else N_("specimen {old} -> {new}"))
+        events.append(("details changed", Text(template, old=old["specimen_id"], new=new["specimen_id"])))
     old_images, new_images = old["images"], new["images"]
     for i, im in enumerate(new_images):
         a = im["analysis"]
@@ -163,23 +174,41 @@ def changes(old: dict | None, new: dict) -> list[tuple[str, str]]:
         if prior is None or prior["analysis"]["image_sha256"] != a["image_sha256"] \
                 or prior["analysis"]["file_name"] != a["file_name"]:
             label = a["diagnosis"].get("label")
-            events.append(("image added", f"image {i + 1}: {a['file_name']} ({a['diagnosis']['status']}"
-                           + (f", suggested {label})" if label else ")")))
+            status = Text(WORDS[Status(a["diagnosis"]["status"])])
+            events.append(("image added", Text(N_("image {n}: {file} ({status}, suggested {label})"), n=i + 1,
+                                               file=a["file_name"], status=status, label=label) if label
+                           else Text(N_("image {n}: {file} ({status})"), n=i + 1, file=a["file_name"], status=status)))
             prior = None
         before = prior["review"] if prior else None
         after = im["review"]
         if _review_key(before) != _review_key(after):  # re-deciding the same thing only moves decided_at
-            detail = f"image {i + 1} ({a['file_name']}): {_review_text(before)} -> {_review_text(after)}"
-            if after and after.get("reason"):
-                detail += f"; reason: {after['reason']}"
-            events.append(("decision changed", detail))
+            args = dict(n=i + 1, file=a["file_name"], before=_review_text(before), after=_review_text(after))
+            events.append(("decision changed",
+                           Text(N_("image {n} ({file}): {before} -> {after}; reason: {reason}"),
+                                reason=after["reason"], **args) if after and after.get("reason")
+                           else Text(N_("image {n} ({file}): {before} -> {after}"), **args)))
     for i in range(len(new_images), len(old_images)):
-        events.append(("image removed", f"image {i + 1}: {old_images[i]['analysis']['file_name']}"))
+        events.append(("image removed", Text(N_("image {n}: {file}"), n=i + 1,
+                                             file=old_images[i]["analysis"]["file_name"])))
     if (old.get("impression") or "") != (new.get("impression") or ""):
         events.append(("impression changed", new.get("impression") or ""))
     if old["status"] != CaseStatus.SIGNED.value and new["status"] == CaseStatus.SIGNED.value:
-        events.append(("signed", f"by {new['signed_by']} at {new['signed_at']}"))
+        events.append(("signed", Text(N_("by {who} at {at}"), who=new["signed_by"], at=new["signed_at"])))
     return events
+
+
+def _parts_json(detail: str) -> str | None:
+    return json.dumps(detail.to_parts(), ensure_ascii=False) if isinstance(detail, Text) else None
+
+
+def _detail_from(detail: str, parts: str | None) -> str:
+    """An audit detail as read back: the Text it was worded as, when its parts were stored."""
+    if parts:
+        try:
+            return Text.from_parts(json.loads(parts))
+        except (ValueError, KeyError, TypeError, IndexError):  # a hand-edited row: the English stands
+            pass
+    return detail
 
 
 class CaseStore:
@@ -264,8 +293,9 @@ class CaseStore:
                 conn.execute("UPDATE cases SET status = ?, signed_by = ?, signed_at = ? WHERE case_id = ?",
                              (CaseStatus.SIGNED.value, case.signed_by, case.signed_at, case.case_id))
             at = now_utc()
-            conn.executemany("INSERT INTO audit (case_id, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",
-                             [(case.case_id, at, who, action, detail) for action, detail in events])
+            conn.executemany(
+                "INSERT INTO audit (case_id, at, who, action, detail, detail_parts) VALUES (?, ?, ?, ?, ?, ?)",
+                [(case.case_id, at, who, action, detail, _parts_json(detail)) for action, detail in events])
         return events
 
     def load(self, case_id: str) -> Case:
@@ -320,11 +350,13 @@ class CaseStore:
         return addendum
 
     def audit_trail(self, case_id: str) -> list[dict[str, Any]]:
-        """The case's audit rows, oldest first: id, at, who, action, detail."""
+        """The case's audit rows, oldest first: id, at, who, action, detail (a `core.i18n.Text` where
+        the app worded it, so that `translate` can say it in the user's language)."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT id, at, who, action, detail FROM audit WHERE case_id = ? ORDER BY id",
-                                (case_id,)).fetchall()
-        return [dict(zip(("id", "at", "who", "action", "detail"), r)) for r in rows]
+            rows = conn.execute("SELECT id, at, who, action, detail, detail_parts FROM audit WHERE case_id = ? "
+                                "ORDER BY id", (case_id,)).fetchall()
+        return [{"id": i, "at": at, "who": who, "action": action,
+                 "detail": _detail_from(detail, parts)} for i, at, who, action, detail, parts in rows]
 
     def export_json(self, case_id: str) -> str:
         """The case as JSON (with the uploads' bytes, base64, where they were kept)."""

@@ -27,6 +27,15 @@ class Status(str, Enum):
         return self in (Status.OK, Status.UNCERTAIN)
 
 
+#: The word a page, the report or the audit trail shows for each status (the README's glossary).
+WORDS = {
+    Status.ERROR: N_("error"),
+    Status.REJECTED: N_("rejected"),
+    Status.OUT_OF_SCOPE: N_("out of scope"),
+    Status.UNCERTAIN: N_("uncertain"),
+    Status.OK: N_("ok"),
+}
+
 HEADLINES = {
     Status.ERROR: N_("The file could not be used."),
     Status.REJECTED: N_("This does not look like a peripheral blood smear — no diagnosis given."),

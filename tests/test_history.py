@@ -92,6 +92,30 @@ def test_audit_rows_describe_each_change_and_cannot_be_updated_or_deleted(tmp_pa
     assert len(store.audit_trail(case.case_id)) == len(trail)
 
 
+def test_the_audit_trail_reads_in_bangla_and_keeps_the_english_as_written(tmp_path):
+    from core.i18n import translate
+
+    path = tmp_path / "h.sqlite3"
+    store = CaseStore(path)
+    case = _case(n=1)
+    store.save(case, who="tech")
+    case.decide(0, Decision.RECLASSIFIED, "Pro", reason="coarse chromatin")
+    store.save(case, who="Dr A")
+    trail = store.audit_trail(case.case_id)
+    assert [translate(r["detail"], "bn") for r in trail] == [
+        "নমুনা S-1", "ছবি 1: S-1-0.jpg (নিশ্চিত, প্রস্তাবিত Pre-B)",
+        "ছবি 1 (S-1-0.jpg): সিদ্ধান্ত হয়নি -> Pro-B হিসেবে পুনঃশ্রেণিবিন্যস্ত; কারণ: coarse chromatin"]
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        english = [r[0] for r in conn.execute("SELECT detail FROM audit ORDER BY id")]
+        # a row written before schema 4 has no parts: it reads back, and shows, as written
+        conn.execute("INSERT INTO audit (case_id, at, who, action, detail) VALUES (?, 'then', 'tech', "
+                     "'created', 'specimen OLD')", (case.case_id,))
+    assert english == ["specimen S-1", "image 1: S-1-0.jpg (ok, suggested Pre-B)",
+                       "image 1 (S-1-0.jpg): undecided -> reclassified as Pro-B; reason: coarse chromatin"]
+    assert trail == store.audit_trail(case.case_id)[:3]
+    assert translate(store.audit_trail(case.case_id)[-1]["detail"], "bn") == "specimen OLD"
+
+
 def test_a_signed_case_saved_again_with_changes_is_refused(tmp_path):
     store = CaseStore(tmp_path / "h.sqlite3")
     case = _case(n=1)
