@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 # `streamlit run` puts this file's folder on sys.path, so app/ and core/ import as packages.
-from app.common import _, disclaimer, guarded, language_picker, setup_page, show_table
+from app.common import _, disclaimer, guarded, input_hints, language_picker, setup_page, show_table
 
 
 def home() -> None:
@@ -30,22 +30,23 @@ def home() -> None:
 
     with guarded(_("listing the models")):
         default = default_model_name()
+        yes, no = _("yes"), _("no")
         rows = []
         for name, spec in REGISTRY.items():
             ok = is_available(name)
             rows.append({
-                "model": name, "name": spec.display, "family": spec.family, "mode": spec.mode,
-                "in paper": "yes" if spec.in_paper else (
-                    "member only" if spec.family in ("densenet121", "efficientnetb7") else "no"),
-                "available here": "yes" if ok else "no",
-                "how to get it": "" if ok else how_to_get(name),
-                "note": ("default · " if name == default else "") + spec.note,
+                _("model"): name, _("name"): spec.display, _("family"): spec.family, _("mode"): spec.mode,
+                _("in paper"): yes if spec.in_paper else (
+                    _("member only") if spec.family in ("densenet121", "efficientnetb7") else no),
+                _("available here"): yes if ok else no,
+                _("how to get it"): "" if ok else how_to_get(name),
+                _("note"): (_("default") + " · " if name == default else "") + _(spec.note),
             })
         zoo = pd.DataFrame(rows)
-        n_ok = int((zoo["available here"] == "yes").sum())
+        n_ok = int((zoo[_("available here")] == yes).sum())
         st.subheader(_("Model zoo — {n_ok} of {n} available on this machine").format(n_ok=n_ok, n=len(zoo)))
         show_table(zoo, height=420,
-                   column_config={"how to get it": st.column_config.TextColumn(width="large")})
+                   column_config={_("how to get it"): st.column_config.TextColumn(width="large")})
         dirs = ", ".join(f"`{d}`" for d in weights_dirs())
         st.caption(_("Weights are looked up in {dirs} (first match wins; set ${env} to add a folder). "
                      "Modes: baseline = trained from scratch; tl = ImageNet backbone; ensemble = soft "
@@ -83,6 +84,7 @@ def home() -> None:
 # menu, the language and the warm-up were missing there.
 setup_page("Home")
 language_picker()
+input_hints()
 pages = [
     st.Page(home, title=_("Home"), icon=":material/home:", url_path="home", default=True),
     st.Page("app_pages/1_Diagnose.py", title=_("Diagnose"), icon=":material/bloodtype:", url_path="Diagnose"),

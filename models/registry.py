@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.families import FAMILIES, WeightsSource, get_family
+from models.families import FAMILIES, N_, WeightsSource, get_family
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS_DIR = PROJECT_ROOT / "models" / "weights"
@@ -61,17 +61,18 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _single_models()}
 REGISTRY["dex"] = ModelSpec(
     "dex", "ensemble", "ensemble", "DEX (DenseNet-121 + EfficientNet-B7 + Xception)",
     members=("densenet121-baseline", "efficientnetb7-baseline", "xception-baseline"),
-    note="soft voting of the members' probabilities",
+    note=N_("soft voting of the members' probabilities"),
 )
 REGISTRY["mdx"] = ModelSpec(
     "mdx", "ensemble", "ensemble", "MDX (DenseNet-121 + MobileNetV2)",
     members=("densenet121-baseline", "mobilenetv2-baseline"),
-    note="soft voting of the members' probabilities",
+    note=N_("soft voting of the members' probabilities"),
 )
 REGISTRY["lite1-mobilenetv2"] = ModelSpec(
     "lite1-mobilenetv2", "ensemble", "ensemble", "EfficientNet-Lite1 (TL) + MobileNetV2",
     members=("efficientnet_lite1-tl", "mobilenetv2-baseline"), in_paper=False,
-    note="soft voting; offline ImageNet transfer learning (Lite1) with a from-scratch MobileNetV2; not in the paper",
+    note=N_("soft voting; offline ImageNet transfer learning (Lite1) with a from-scratch MobileNetV2; "
+            "not in the paper"),
 )
 
 

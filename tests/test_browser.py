@@ -215,6 +215,11 @@ def test_case_review_in_a_browser(server, tmp_path):
             name.fill("Dr. N. Rahman")
             _script_done(history)  # a rerun still drawing could reset the fields: check them before submitting
             assert text.input_value() == "ফ্লো সাইটোমেট্রি: CD10+, CD19+" and name.input_value() == "Dr. N. Rahman"
+            # Streamlit's own hint under a field being edited is English; the app restates it (CSS).
+            hint = history.evaluate("""() => [...document.querySelectorAll(
+                '[data-testid="stForm"] [data-testid="stTextInput"] [data-testid="InputInstructions"] span')]
+                .map(e => [getComputedStyle(e).fontSize, getComputedStyle(e, '::after').content])""")
+            assert hint == [["0px", '"ফর্ম জমা দিতে Enter চাপুন"']], hint
             addendum.get_by_role("button", name="সংযোজনী যোগ করুন").click()
             try:
                 history.get_by_text("ফ্লো সাইটোমেট্রি: CD10+, CD19+", exact=False).first.wait_for(timeout=120_000)
@@ -224,6 +229,12 @@ def test_case_review_in_a_browser(server, tmp_path):
             _script_done(history)
             assert history.locator('[data-testid="stException"]').count() == 0
             history.screenshot(path=str(shots / "8b_history_addendum_bn.png"), full_page=True)
+            history.get_by_text("অডিট ট্রেইল", exact=False).first.click()  # the audit trail, in Bangla
+            trail = history.locator('[data-testid="stExpander"]').last.locator('[data-testid="stDataFrame"]')
+            trail.wait_for(timeout=60_000)
+            trail.scroll_into_view_if_needed()
+            history.wait_for_timeout(1000)
+            history.screenshot(path=str(shots / "8c_history_audit_bn.png"))
             # Streamlit words its upload box in English; the app restates it (CSS) in Bangla.
             page.goto(f"{server}/Diagnose?lang=bn", wait_until="domcontentloaded")
             page.locator('[data-testid="stFileUploaderDropzone"]').first.wait_for(timeout=120_000)
