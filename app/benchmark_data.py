@@ -279,14 +279,20 @@ def trained_on(result: dict[str, Any]) -> str:
     return ", ".join(devices)
 
 
-def load_differences(path: str | Path | None = None) -> dict[str, str]:
+def load_differences(path: str | Path | None = None, lang: str = "en") -> dict[str, str]:
     """Registry name -> one sentence on why our result differs from the paper's (written by whoever
-    ran the comparison, after reading both; `benchmarks/paper/differences.json`)."""
+    ran the comparison, after reading both; `benchmarks/paper/differences.json`), in `lang` where
+    the file has it ({"en": ..., "bn": ...}), else in English."""
     try:
         data = json.loads(Path(path or DIFFERENCES_PATH).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {str(k): str(v) for k, v in (data.get("explanations") or {}).items()}
+    out = {}
+    for name, said in (data.get("explanations") or {}).items():
+        if isinstance(said, dict):
+            said = said.get(lang) or said.get("en") or ""
+        out[str(name)] = str(said)
+    return out
 
 
 STATUS_OF_PROTOCOL = {Protocol.PAPER.value: "reproduced", Protocol.OWN.value: "ours, protocol differs (see Training runs)",
@@ -294,13 +300,13 @@ STATUS_OF_PROTOCOL = {Protocol.PAPER.value: "reproduced", Protocol.OWN.value: "o
 
 
 def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame,
-                     differences: dict[str, str] | None = None) -> pd.DataFrame:
+                     differences: dict[str, str] | None = None, lang: str = "en") -> pd.DataFrame:
     """The paper's accuracy rows (``core.paper.accuracy_table()``) with ours beside each: the
     test accuracy of weights trained with the paper's protocol when we have them (else of our
     own recipe, marked so), our own recipe's next to it, the training hardware, and for a gap
     above EXPLAIN_ABOVE points the sentence from `differences`; "not reproduced here" and the
     commands otherwise."""
-    differences = load_differences() if differences is None else differences
+    differences = load_differences(lang=lang) if differences is None else differences
     by_protocol: dict[tuple[str, str], dict[str, Any]] = {}
     for row in ours.to_dict("records"):
         if row.get("split", "test") == "test" and row.get("views", 1) == 1:  # the paper used one view

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import NO_VALUE, N_, _, guarded, setup_page, show_table
+from app.common import NO_VALUE, N_, _, current_language, guarded, setup_page, show_table
 
 PCT = st.column_config.NumberColumn(format="%.1f")
 
@@ -89,7 +89,8 @@ def load_benchmark() -> Benchmark:
         ours=bd.filter_frame(ours, f.families, f.modes),
         ours_per_class=bd.filter_frame(bd.our_per_class_table(results), f.families, f.modes),
         paper_accuracy=paper_acc,
-        comparison=bd.filter_frame(bd.comparison_table(paper_acc, ours), f.families, f.modes),
+        comparison=bd.filter_frame(bd.comparison_table(paper_acc, ours, lang=current_language().value), f.families,
+                                   f.modes),
     )
 
 
@@ -101,25 +102,29 @@ def accuracy_tab(b: Benchmark) -> None:
               "the **New patients (session-aware)** tab shows the figures on folds that keep capture "
               "sessions apart."))
     st.subheader(_("Paper vs ours"))
-    st.caption(_("**ours %** is the test accuracy of weights trained with the paper's protocol where we have them "
-                 "(**protocol** = paper), else of our own recipe; **own recipe %** is our own recipe's beside a "
+    ours, protocol, own, why = _("ours %"), _("protocol"), _("own recipe %"), _("why it differs")
+    st.caption(_("**{ours}** is the test accuracy of weights trained with the paper's protocol where we have them "
+                 "(**{protocol}** = paper), else of our own recipe; **{own}** is our own recipe's beside a "
                  "paper-protocol row. A gap of more than {points} points to either of the paper's figures (stated, or "
-                 "from its matrix) is explained in **why it differs**.").format(points=f"{bd.EXPLAIN_ABOVE:g}"))
+                 "from its matrix) is explained in **{why}**.").format(
+        points=f"{bd.EXPLAIN_ABOVE:g}", ours=ours, protocol=protocol, own=own, why=why))
     cmp_f = b.comparison
     show_table(cmp_f,
                column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
                              "our_protocol", "our_recipe_accuracy", "why_it_differs", "trained_on", "status",
                              "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
                              "stated_in"],
-               column_config={"our_n_images": st.column_config.NumberColumn(_("our images")),
+               column_config={"paper_label": st.column_config.TextColumn(_("network")),
+                              "mode": st.column_config.TextColumn(_("mode")),
+                              "status": st.column_config.TextColumn(_("status")),
+                              "our_n_images": st.column_config.NumberColumn(_("our images")),
                               "accuracy_stated": st.column_config.NumberColumn(_("stated %"), format="%.0f"),
                               "accuracy_from_matrix": st.column_config.NumberColumn(_("from matrix %"),
                                                                                     format="%.1f"),
-                              "our_accuracy": st.column_config.NumberColumn(_("ours %"), format="%.1f"),
-                              "our_protocol": st.column_config.TextColumn(_("protocol")),
-                              "our_recipe_accuracy": st.column_config.NumberColumn(_("own recipe %"),
-                                                                                   format="%.1f"),
-                              "why_it_differs": st.column_config.TextColumn(_("why it differs"), width="large"),
+                              "our_accuracy": st.column_config.NumberColumn(ours, format="%.1f"),
+                              "our_protocol": st.column_config.TextColumn(protocol),
+                              "our_recipe_accuracy": st.column_config.NumberColumn(own, format="%.1f"),
+                              "why_it_differs": st.column_config.TextColumn(why, width="large"),
                               "trained_on": st.column_config.TextColumn(_("trained on")),
                               "how_to_reproduce": st.column_config.TextColumn(width="large")})
     download(cmp_f, "paper_vs_ours", "bm_dl_cmp")

@@ -443,6 +443,13 @@ def test_benchmark_data_tables():
                                           differences={"inceptionv3-baseline": "Stated is the outlier."})
     row = far_from_stated.set_index("model").loc["inceptionv3-baseline"]
     assert abs(row["difference"]) < 2 and row["why_it_differs"] == "Stated is the outlier."
+    # The shipped sentences are written in English and Bangla; the page shows the reader's.
+    shipped = bd.load_differences(lang="en")
+    assert shipped and shipped == bd.load_differences(lang="xx")  # unknown language: English
+    bangla = bd.load_differences(lang="bn")
+    assert bangla.keys() == shipped.keys() and all(bangla[k] != shipped[k] for k in shipped)
+    assert bd.comparison_table(paper.accuracy_table(), bd.our_accuracy_table([inception]), lang="bn") \
+        .set_index("model").loc["inceptionv3-baseline", "why_it_differs"] == bangla["inceptionv3-baseline"]
 
     cm = bd.confusion_matrix_of(rec)
     assert cm.sum() == 40 and np.allclose(row_normalise(cm).sum(axis=1), 1.0)
