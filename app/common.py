@@ -93,7 +93,8 @@ def input_hints() -> None:
         '[data-testid="stTextInput"]': _("Press Enter to apply"),
         '[data-testid="stForm"] [data-testid="stTextInput"]': _("Press Enter to submit the form"),
         '[data-testid="stTextArea"]': _("Press Ctrl+Enter (⌘+Enter on a Mac) to apply"),
-        '[data-testid="stForm"] [data-testid="stTextArea"]': _("Press Ctrl+Enter (⌘+Enter on a Mac) to submit the form"),
+        '[data-testid="stForm"] [data-testid="stTextArea"]':
+            _("Press Ctrl+Enter (⌘+Enter on a Mac) to submit the form"),
     }
     rules = "\n".join(f"{field} {hint}::after {{ content: {_css_string(text)}; font-size: 0.75rem; }}"
                       for field, text in words.items())

@@ -174,7 +174,8 @@ def changes(old: dict | None, new: dict) -> list[tuple[str, str]]:
         if prior is None or prior["analysis"]["image_sha256"] != a["image_sha256"] \
                 or prior["analysis"]["file_name"] != a["file_name"]:
             label = a["diagnosis"].get("label")
-            status = Text(WORDS[Status(a["diagnosis"]["status"])])
+            status = a["diagnosis"]["status"]
+            status = Text(WORDS[Status(status)]) if status in set(Status) else status  # a value of an older app: as is
             events.append(("image added", Text(N_("image {n}: {file} ({status}, suggested {label})"), n=i + 1,
                                                file=a["file_name"], status=status, label=label) if label
                            else Text(N_("image {n}: {file} ({status})"), n=i + 1, file=a["file_name"], status=status)))
