@@ -690,3 +690,23 @@ def test_what_pages_import_before_drawing_does_not_load_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "heavy=", out.stdout
+
+
+def test_starting_the_app_asks_no_internet_service_for_an_address(monkeypatch):
+    """Streamlit prints an "External URL" after asking checkip.amazonaws.com for the public
+    address when the server listens on every interface; the shipped config listens on loopback
+    only, so start-up makes no external request (and patient images stay off the network)."""
+    import streamlit.config as st_config
+    from streamlit import net_util
+    from streamlit.web import bootstrap
+
+    monkeypatch.chdir(ROOT)  # Streamlit reads ./.streamlit/config.toml, as `streamlit run` does here
+    st_config.get_config_options(force_reparse=True)
+    asked = []
+    monkeypatch.setattr(net_util, "get_external_ip", lambda: asked.append(1) or None)
+    try:
+        assert st_config.get_option("server.address") in ("localhost", "127.0.0.1")
+        bootstrap._print_url(is_running_hello=False)  # the start-up banner
+    finally:
+        st_config.get_config_options(force_reparse=True)
+    assert not asked
