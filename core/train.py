@@ -84,8 +84,12 @@ class TrainConfig:
     def deviations_from_paper(self) -> dict:
         """run.json key -> this run's value, for every setting that is not the paper's."""
         ours, paper = self.hyperparameters(), PAPER.hyperparameters()
+        # A time budget at a constant rate is only a deadline: it changes nothing learned unless it
+        # ends the run early, which the run itself records (`stopped_by_time_budget`).
+        deadline_only = self.lr_schedule == "constant"
         out = {k: v for k, v in ours.items()
-               if k not in ("augment_config", "recipe", "seed", "limit") and v != paper[k]}
+               if k not in ("augment_config", "recipe", "seed", "limit") and v != paper[k]
+               and not (k == "time_budget_seconds" and deadline_only)}
         if self.two_stage:
             out["recipe"] = self.name
         return out
@@ -132,6 +136,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.t0 = None
+        self.stopped_after_epoch = None  # set when the budget, not the epoch count, ended the run
 
     def on_epoch_begin(self, epoch, logs=None):
         self._e0 = time.perf_counter()
@@ -147,6 +152,7 @@ class TimeBudget(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if now - self.t0 + (now - self._e0) > self.seconds:  # the next epoch, as long as this one, would overrun
             self.model.stop_training = True
+            self.stopped_after_epoch = epoch + 1
 
 
 def save_inference_weights(model: keras.Model, name: str, image_size: int, path: Path) -> None:
@@ -281,9 +287,11 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
     callbacks = _stage_callbacks(run_dir, "checkpoint", resume or two_stage, best_cb)
     callbacks.insert(2, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                       restore_best_weights=not two_stage, verbose=1))
+    budget = None
     if config.time_budget:  # first, so the history CSV records the learning rate it sets
-        callbacks.insert(0, TimeBudget(config.time_budget, config.learning_rate,
-                                       alpha=0.01 if config.lr_schedule == "cosine" else 1.0))
+        budget = TimeBudget(config.time_budget, config.learning_rate,
+                            alpha=0.01 if config.lr_schedule == "cosine" else 1.0)
+        callbacks.insert(0, budget)
     h = model.fit(train_seq, validation_data=val_seq, epochs=total_epochs,
                   initial_epoch=config.warmup_epochs, callbacks=callbacks, **fit_kw)
     _extend(history_logs, h.history)
@@ -295,6 +303,8 @@ def train_one(name: str, config: TrainConfig, data_root: Path, manifest: dict, r
     val_loss = history_logs.get("val_loss", [])
     hp = config.hyperparameters()
     deviations = config.deviations_from_paper()
+    if budget is not None and budget.stopped_after_epoch is not None and budget.stopped_after_epoch < total_epochs:
+        deviations["stopped_by_time_budget"] = f"after epoch {budget.stopped_after_epoch} of {total_epochs}"
     record = dict(
         model=name, family=spec.family, mode=spec.mode,
         command=command, git_commit=commit, manifest=str(manifest_path or "benchmarks/split_manifest.json"),

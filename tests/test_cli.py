@@ -52,6 +52,8 @@ def test_evaluate_writes_full_metrics(tiny_run, tmp_path, samples_manifest, caps
     assert set(res["robustness"]) >= {"grayscale_accuracy", "colour_jitter_accuracy"}
     assert res["weights"]["mobilenetv2-baseline"].endswith("mobilenetv2-baseline.weights.h5")
     assert res["manifest_hash"]
+    first = res["predictions"][0]  # calibrated for the reader, uncalibrated for soft voting elsewhere
+    assert len(first["probabilities"]) == len(first["probabilities_uncalibrated"]) == 4
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["accuracy"] == pytest.approx(res["accuracy"], abs=1e-4)
 
@@ -68,6 +70,7 @@ def test_time_budget_stops_training_and_anneals_the_learning_rate(tmp_path, samp
     assert len(rows) == 1 and float(rows[0]["learning_rate"]) == pytest.approx(1e-3, rel=1e-4)
     record = json.loads((run / "run.json").read_text())
     assert record["deviations_from_paper"]["time_budget_seconds"] == 1
+    assert record["deviations_from_paper"]["stopped_by_time_budget"] == "after epoch 1 of 50"
 
 
 def test_time_budget_schedule_follows_a_cosine_over_time():
@@ -90,6 +93,17 @@ def test_time_budget_schedule_follows_a_cosine_over_time():
     cb._e0 -= 15.0
     cb.on_epoch_end(0, {})
     assert model.stop_training
+    assert cb.stopped_after_epoch == 1
+
+
+def test_a_deadline_at_the_papers_constant_rate_is_not_a_deviation_unless_it_ends_the_run():
+    from dataclasses import replace
+
+    from core.train import PAPER
+
+    assert replace(PAPER, time_budget=420).deviations_from_paper() == {}
+    assert replace(PAPER, time_budget=420, lr_schedule="cosine").deviations_from_paper() == {
+        "time_budget_seconds": 420, "lr_schedule": "cosine"}
 
 
 def test_evaluate_split_val_reports_the_validation_part(tiny_run, tmp_path, samples_manifest):
@@ -252,3 +266,45 @@ def test_library_errors_share_one_base():
                 StainTargetMissing, PretrainedUnavailable, CheckpointError):
         assert issubclass(cls, LeukoScopeError), cls
     assert issubclass(ImageError, ValueError) and issubclass(ModelUnavailable, RuntimeError)  # old excepts hold
+
+
+def _member_record(model: str, probs: list[list[float]], truth: list[str], **extra) -> dict:
+    return {"model": model, "split": "test", "manifest_hash": "abc", "views": 1, "device": "GPU X",
+            "training": {model: {"protocol": "paper"}}, "weights_sha256": {model: model[:3]},
+            "predictions": [{"file": f"Original/{t}/{i}.jpg", "true": t, "probabilities": p,
+                             "probabilities_uncalibrated": p} for i, (p, t) in enumerate(zip(probs, truth))],
+            **extra}
+
+
+def test_an_ensemble_is_scored_from_its_members_saved_probabilities(tmp_path, capsys):
+    from core.evaluate import combine_evaluations
+
+    truth = ["Benign", "Early", "Pre", "Pro"]
+    dn = _member_record("densenet121-baseline", [[.9, .1, 0, 0], [.6, .4, 0, 0], [0, 0, 1, 0], [0, 0, .3, .7]], truth)
+    mb = _member_record("mobilenetv2-baseline", [[.8, .2, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, .8, .2]], truth)
+    rec = combine_evaluations("mdx", [dn, mb])
+    assert rec["model"] == "mdx" and rec["n_images"] == 4
+    assert [p["probabilities"] for p in rec["predictions"]][1] == [0.3, 0.7, 0.0, 0.0]  # the mean of the two
+    assert rec["accuracy"] == 0.75  # image 3: 0.55 Pre vs 0.45 Pro
+    assert rec["members"] == {"densenet121-baseline": 0.75, "mobilenetv2-baseline": 0.75}
+    assert rec["training"] == {"densenet121-baseline": {"protocol": "paper"},
+                               "mobilenetv2-baseline": {"protocol": "paper"}}
+    with pytest.raises(ValueError, match="mdx is densenet121-baseline, mobilenetv2-baseline"):
+        combine_evaluations("mdx", [dn, dn])
+    with pytest.raises(ValueError, match="differ in split"):
+        combine_evaluations("mdx", [dn, {**mb, "split": "val"}])
+    with pytest.raises(ValueError, match="different images"):
+        combine_evaluations("mdx", [dn, {**mb, "predictions": mb["predictions"][:3]}])
+    old = {**mb, "predictions": [{k: v for k, v in p.items() if k != "probabilities_uncalibrated"}
+                                 for p in mb["predictions"]]}
+    with pytest.raises(ValueError, match="no uncalibrated probabilities"):
+        combine_evaluations("mdx", [dn, old])
+    files = []
+    for r in (dn, mb):
+        files.append(tmp_path / f"{r['model']}.json")
+        files[-1].write_text(json.dumps(r))
+    out = tmp_path / "mdx.json"
+    assert evaluate_main(["--members", *map(str, files), "--ensemble", "mdx", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == 0.75
+    assert evaluate_main(["--members", str(files[0]), "--out", str(out)]) == 2
+    assert "needs --ensemble" in capsys.readouterr().err
