@@ -104,7 +104,7 @@ def evaluate(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray,
                                              .argmax(1) == labels).mean()),
             "colour_jitter": "hue +-15 (OpenCV units), saturation +-30%, brightness/contrast +-10%, seed 0",
         }
-    result["_probs"] = probs
+    result["_probs"], result["_raw"] = probs, raw
     return result
 
 
@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="a run directory written by core.train")
     src.add_argument("--model", help="registry name (or 'default'), weights looked up in the weights dirs")
+    src.add_argument("--members", nargs="+", metavar="EVAL_JSON",
+                     help="with --ensemble NAME: soft-vote these members' evaluation files (their saved "
+                          "per-image probabilities) instead of loading weights, e.g. DEX from runs trained elsewhere")
+    p.add_argument("--ensemble", help="registry name of the ensemble that --members make up (e.g. dex)")
     p.add_argument("--split", choices=["test", "val", "all"], default="test")
     p.add_argument("--out", help="output JSON (default: benchmarks/results/<model>.<split>.json)")
     p.add_argument("--calibrate", action="store_true",
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the app's whole path (smear check, white cells, in-scope score, threshold) and "
                         "report which images it withholds and why; the accuracy above stays that of every image")
     args = p.parse_args(argv)
+    command = " ".join(["python", "-m", "core.evaluate", *(argv if argv is not None else sys.argv[1:])])
+    if args.members:
+        return _combine_main(args, command)
     keras.utils.set_random_seed(0)
     try:
         root = resolve_data_dir(args.data)
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = evaluate(predictor, images, labels, val=val, robustness=args.robustness,
                       calibrated=args.split != "val")
-    probs = result.pop("_probs")
+    probs, raw = result.pop("_probs"), result.pop("_raw")
     if args.gate:
         result["gate"] = gate_report(predictor, images, labels, paths, root)
     record = {
@@ -162,14 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": {m.name: m.image_size for m in predictor.members}, "views": predictor.views,
         "manifest_hash": manifest_hash(manifest) if manifest else None,
         "data": str(root), "skipped": errors,
-        "command": " ".join(["python", "-m", "core.evaluate", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "git_commit": git_commit(), "device": device_name(), "keras_backend": keras.backend.backend(),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "predictions": [
             {"file": str(Path(pp).relative_to(root)) if Path(pp).is_relative_to(root) else str(pp),
              "true": CLASS_FOLDERS[int(t)], "predicted": CLASS_FOLDERS[int(pr.argmax())],
-             "probabilities": [round(float(v), 6) for v in pr]}
-            for pp, t, pr in zip(paths, labels, probs)
+             "probabilities": [round(float(v), 6) for v in pr],
+             # temperature 1: what soft voting of members averages (core.inference.Predictor.combine)
+             "probabilities_uncalibrated": [round(float(v), 6) for v in pr_raw]}
+            for pp, t, pr, pr_raw in zip(paths, labels, probs, raw)
         ],
     }
     views = f".views{predictor.views}" if predictor.views > 1 else ""
@@ -187,6 +196,82 @@ def main(argv: list[str] | None = None) -> int:
                       "ece_before": round(result["calibration"]["ece_before"], 4),
                       "ece_after": result["calibration"].get("ece_after"),
                       "robustness": result.get("robustness"), "out": str(out)}))
+    return 0
+
+
+def combine_evaluations(name: str, members: list[dict]) -> dict:
+    """The evaluation record of registry ensemble `name` from its members' evaluation records:
+    the mean of their uncalibrated per-image probabilities (soft voting, equal weights, as
+    `Predictor.combine`), so an ensemble trained on another machine is scored without its
+    weights coming back. Raises ValueError unless the records are exactly the ensemble's members,
+    scored on the same images of the same split of the same manifest."""
+    from models.registry import get_spec
+
+    spec = get_spec(name)
+    if not spec.is_ensemble:
+        raise ValueError(f"{name} is not an ensemble in models/registry.py.")
+    found = sorted(r.get("model", "?") for r in members)
+    if found != sorted(spec.members):
+        raise ValueError(f"{name} is {', '.join(spec.members)}; got {', '.join(found)}.")
+    first = members[0]
+    for r in members[1:]:
+        for key in ("split", "manifest_hash", "views"):
+            if r.get(key) != first.get(key):
+                raise ValueError(f"{r['model']} and {first['model']} differ in {key}: "
+                                 f"{r.get(key)!r} vs {first.get(key)!r}.")
+    rows = [{p["file"]: p for p in r["predictions"]} for r in members]
+    files = sorted(rows[0])
+    if any(sorted(rw) != files for rw in rows[1:]):
+        raise ValueError("The members were scored on different images.")
+    if any("probabilities_uncalibrated" not in rw[f] for rw in rows for f in files):
+        raise ValueError("A member's file has no uncalibrated probabilities: evaluate it again with this version.")
+    labels = np.array([CLASS_FOLDERS.index(rows[0][f]["true"]) for f in files])
+    if any(rw[f]["true"] != rows[0][f]["true"] for rw in rows[1:] for f in files):
+        raise ValueError("The members disagree on the true classes.")
+    per_member = {r["model"]: np.array([[*rw[f]["probabilities_uncalibrated"]] for f in files], dtype=np.float64)
+                  for r, rw in zip(members, rows)}
+    probs = np.mean([p / p.sum(axis=1, keepdims=True) for p in per_member.values()], axis=0)
+    result = classification_metrics(labels, probs)
+
+    def merged(key: str) -> dict:  # the members' per-member fields, side by side
+        return {k: v for r in members for k, v in (r.get(key) or {}).items()}
+
+    return {
+        "model": spec.name, "display": spec.display, "split": first["split"],
+        "split_description": first.get("split_description"), **result,
+        "calibration": {"ece_before": result["ece"], "temperature_in_use": 1.0,
+                        "note": "soft voting of the members' saved probabilities; not calibrated"},
+        "members": {n: classification_metrics(labels, p)["accuracy"] for n, p in per_member.items()},
+        "training": merged("training"), "weights": merged("weights"), "weights_sha256": merged("weights_sha256"),
+        "image_size": merged("image_size"), "views": first.get("views", 1),
+        "manifest_hash": first.get("manifest_hash"), "data": first.get("data"),
+        "combined_from": {r["model"]: {"device": r.get("device"), "keras_backend": r.get("keras_backend"),
+                                       "evaluated": r.get("evaluated"), "command": r.get("command")}
+                          for r in members},
+        "predictions": [{"file": f, "true": CLASS_FOLDERS[int(t)], "predicted": CLASS_FOLDERS[int(pr.argmax())],
+                         "probabilities": [round(float(v), 6) for v in pr],
+                         "probabilities_uncalibrated": [round(float(v), 6) for v in pr]}
+                        for f, t, pr in zip(files, labels, probs)],
+    }
+
+
+def _combine_main(args: argparse.Namespace, command: str) -> int:
+    if not args.ensemble:
+        print("error: --members needs --ensemble NAME (e.g. dex).", file=sys.stderr)
+        return 2
+    try:
+        records = [json.loads(Path(f).read_text()) for f in args.members]
+        record = combine_evaluations(args.ensemble, records)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    record.update(command=command, git_commit=git_commit(), device=device_name(),
+                  evaluated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    out = Path(args.out) if args.out else RESULTS_DIR / f"{record['model']}.{record['split']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({"model": record["model"], "split": record["split"], "n_images": record["n_images"],
+                      "accuracy": round(record["accuracy"], 4), "members": record["members"], "out": str(out)}))
     return 0
 
 
