@@ -216,22 +216,53 @@ def manifest_part(
     return paths, labels
 
 
-def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, parts: list[str]) -> tuple[int, int]:
+def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, parts: list[str],
+               image_size: int | None = None, jpeg_quality: int = 90) -> tuple[int, int]:
     """Copy the files of `parts` under `out` in the same layout; returns (files, bytes).
 
     Byte-identical and hash-checked, so the same manifest describes the copy: the way to
-    train on another machine (a lent GPU) without re-encoding the images.
+    train on another machine (a lent GPU) without re-encoding the images. With `image_size`,
+    each image is instead resized as the training loader does (`resize_square`) and saved as a
+    JPEG of `jpeg_quality`, and the copy gets its own manifest, `out/split_manifest.json`: the
+    same files in the same parts, with the new files' hashes and where they came from. For a
+    machine that cannot receive the full-size images (a lent GPU takes 64 MiB with the code);
+    results on such a copy say so (their manifest hash differs from the original's).
     """
     if Path(out).resolve() == Path(root).resolve():
         raise DatasetError("--out must differ from the dataset folder.")
+    if image_size is not None and not (16 <= image_size <= 1024 and 50 <= jpeg_quality <= 100):
+        raise DatasetError("--image-size must be 16-1024 px and --jpeg-quality 50-100.")
     # Every part is checked before anything is copied: a bad part name or file leaves no half copy.
     paths = [p for part in parts for p in manifest_part(manifest, root, part, check_hashes=True)[0]]
     size = 0
+    new_hash: dict[str, str] = {}
     for src in paths:
-        dst = Path(out) / src.relative_to(root)
+        rel = src.relative_to(root)
+        dst = Path(out) / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        if image_size is None:
+            shutil.copyfile(src, dst)
+        else:
+            import cv2
+
+            from core.imageio import read_image, resize_square
+
+            small = cv2.cvtColor(resize_square(read_image(src), image_size), cv2.COLOR_RGB2BGR)
+            dst.write_bytes(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1].tobytes())
+            new_hash[rel.as_posix()] = file_sha256(dst)
         size += dst.stat().st_size
+    if image_size is not None:
+        items = [{**it, "sha256": new_hash[it["file"]], "source_sha256": it["sha256"]}
+                 for it in manifest["items"] if it["file"] in new_hash]
+        derived = {k: v for k, v in manifest.items() if k not in ("items", "counts")}
+        derived["derived_from"] = {
+            "manifest_hash": manifest_hash(manifest), "parts": list(parts), "image_size": image_size,
+            "jpeg_quality": jpeg_quality,
+            "how": "core.imageio.resize_square (area-averaged), then OpenCV JPEG at this quality"}
+        derived["counts"] = {p: {c: sum(1 for it in items if it["part"] == p and it["class"] == c)
+                                 for c in CLASS_FOLDERS} for p in PARTS}
+        derived["items"] = items
+        save_manifest(derived, Path(out) / "split_manifest.json")
     return len(paths), size
 
 
@@ -270,15 +301,20 @@ def main(argv: list[str] | None = None) -> int:
                        parents=[data_options()])
     c.add_argument("--out", required=True, help="new dataset root (same layout)")
     c.add_argument("--parts", default="train,val", help="comma-separated: train, val, test")
+    c.add_argument("--image-size", type=int,
+                   help="resize to this many px and re-encode as JPEG (with OUT/split_manifest.json for the copy)")
+    c.add_argument("--jpeg-quality", type=int, default=90, help="with --image-size (default 90)")
     args = parser.parse_args(argv)
     if args.cmd == "copy":
         try:
             n, size = copy_parts(load_manifest(args.manifest), resolve_data_dir(args.data), args.out,
-                                 [x.strip() for x in args.parts.split(",") if x.strip()])
+                                 [x.strip() for x in args.parts.split(",") if x.strip()],
+                                 image_size=args.image_size, jpeg_quality=args.jpeg_quality)
         except DatasetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"copied {n} files ({size / 1e6:.1f} MB) to {args.out}")
+        print(f"copied {n} files ({size / 1e6:.1f} MB) to {args.out}"
+              + (f"; its manifest: {Path(args.out) / 'split_manifest.json'}" if args.image_size else ""))
         return 0
     try:
         root = resolve_data_dir(args.data)

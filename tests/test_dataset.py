@@ -105,6 +105,26 @@ def test_copy_parts_is_byte_identical_and_keeps_the_manifest_valid(tmp_path, sam
     assert "Unknown part" in capsys.readouterr().err
 
 
+def test_a_resized_copy_gets_its_own_manifest_with_the_same_parts(tmp_path, samples_manifest):
+    from core.dataset import main as dataset_main
+    from core.imageio import read_image
+
+    out = tmp_path / "small"
+    assert dataset_main(["copy", "--data", str(SAMPLES), "--manifest", str(samples_manifest), "--out", str(out),
+                         "--parts", "train,val,test", "--image-size", "132", "--jpeg-quality", "85"]) == 0
+    original, derived = load_manifest(samples_manifest), load_manifest(out / "split_manifest.json")
+    assert [(i["file"], i["class"], i["part"], i["sha256"]) for i in original["items"]] == \
+        [(i["file"], i["class"], i["part"], i["source_sha256"]) for i in derived["items"]]
+    assert derived["counts"] == original["counts"]
+    assert derived["derived_from"]["manifest_hash"] == manifest_hash(original) != manifest_hash(derived)
+    assert derived["derived_from"]["image_size"] == 132 and derived["derived_from"]["jpeg_quality"] == 85
+    for part in ("train", "val", "test"):  # its own hashes describe the new files
+        paths, _ = manifest_part(derived, out, part, check_hashes=True)
+        assert all(read_image(p).shape == (132, 132, 3) for p in paths)
+    assert dataset_main(["copy", "--data", str(SAMPLES), "--manifest", str(samples_manifest),
+                         "--out", str(tmp_path / "bad"), "--image-size", "4"]) == 2
+
+
 def test_committed_manifest_is_hash_grouped_and_70_30():
     m = load_manifest()
     by_hash = {}
