@@ -175,6 +175,7 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "family": family_of(name),
             "mode": mode_of(name),
             "split": r.get("split", "test"),
+            "images": images_of(r),
             "n_images": int(r.get("n_images") or int(np.asarray(r["confusion_matrix"]).sum())),
             "views": views_of(r),
             "accuracy": _pct(r.get("accuracy")),
@@ -194,7 +195,8 @@ def our_accuracy_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "command": r.get("command", ""),
             "file": r.get("_file", ""),
         })
-    cols = ["model", "display", "provenance", "family", "mode", "split", "n_images", "views", "accuracy", "macro_f1", "ece_before",
+    cols = ["model", "display", "provenance", "family", "mode", "split", "images", "n_images", "views", "accuracy",
+            "macro_f1", "ece_before",
             "ece_after", "temperature", "threshold", "uncertain_pct", "grayscale_accuracy",
             "colour_jitter_accuracy", "protocol", "trained_on", "weights", "device", "evaluated", "command", "file"]
     return pd.DataFrame(rows, columns=cols)
@@ -272,6 +274,14 @@ def protocol_of(result: dict[str, Any]) -> Protocol:
     return Protocol.PAPER if found == {Protocol.PAPER.value} else Protocol.UNKNOWN
 
 
+def images_of(result: dict[str, Any]) -> str:
+    """"" for the dataset's own files; for a resized, re-encoded copy (a lent GPU's), what it is."""
+    derived = result.get("manifest_derived_from") or {}
+    if not derived:
+        return ""
+    return f"{derived.get('image_size')} px JPEG q{derived.get('jpeg_quality')} copy"
+
+
 def trained_on(result: dict[str, Any]) -> str:
     """The hardware the members were trained on, from the evaluation's `training` record."""
     training = result.get("training") or {}
@@ -343,7 +353,7 @@ def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame,
             "difference": matrix_gap,
             "why_it_differs": note,
             "trained_on": o.get("trained_on", "") if o else "",
-            "our_split": o["split"] if o else "",
+            "our_split": (o["split"] + (f" ({o['images']})" if o.get("images") else "")) if o else "",
             "our_n_images": o["n_images"] if o else pd.NA,
             "our_weights": o["weights"] if o else "",
             "status": STATUS_OF_PROTOCOL[o.get("protocol", Protocol.UNKNOWN.value)] if o else NOT_REPRODUCED,

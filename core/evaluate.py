@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "weights_sha256": {m.name: file_sha256(m.weights_path) for m in predictor.members},
         "image_size": {m.name: m.image_size for m in predictor.members}, "views": predictor.views,
         "manifest_hash": manifest_hash(manifest) if manifest else None,
+        # a resized, re-encoded copy (core.dataset copy --image-size): the same images, not the same bytes
+        **({"manifest_derived_from": manifest["derived_from"]} if manifest and "derived_from" in manifest else {}),
         "data": str(root), "skipped": errors,
         "command": command,
         "git_commit": git_commit(), "device": device_name(), "keras_backend": keras.backend.backend(),
@@ -245,6 +247,7 @@ def combine_evaluations(name: str, members: list[dict]) -> dict:
         "training": merged("training"), "weights": merged("weights"), "weights_sha256": merged("weights_sha256"),
         "image_size": merged("image_size"), "views": first.get("views", 1),
         "manifest_hash": first.get("manifest_hash"), "data": first.get("data"),
+        **({"manifest_derived_from": first["manifest_derived_from"]} if "manifest_derived_from" in first else {}),
         "combined_from": {r["model"]: {"device": r.get("device"), "keras_backend": r.get("keras_backend"),
                                        "evaluated": r.get("evaluated"), "command": r.get("command")}
                           for r in members},

@@ -443,6 +443,11 @@ def test_benchmark_data_tables():
                                           differences={"inceptionv3-baseline": "Stated is the outlier."})
     row = far_from_stated.set_index("model").loc["inceptionv3-baseline"]
     assert abs(row["difference"]) < 2 and row["why_it_differs"] == "Stated is the outlier."
+    # A lent GPU's result on a resized, re-encoded copy says so wherever its split is named.
+    copy = {**inception, "manifest_derived_from": {"image_size": 132, "jpeg_quality": 80}}
+    assert bd.our_accuracy_table([copy]).iloc[0]["images"] == "132 px JPEG q80 copy"
+    assert bd.comparison_table(paper.accuracy_table(), bd.our_accuracy_table([copy]), differences={}) \
+        .set_index("model").loc["inceptionv3-baseline", "our_split"] == "test (132 px JPEG q80 copy)"
     # The shipped sentences are written in English and Bangla; the page shows the reader's.
     shipped = bd.load_differences(lang="en")
     assert shipped and shipped == bd.load_differences(lang="xx")  # unknown language: English
