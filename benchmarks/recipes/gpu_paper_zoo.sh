@@ -14,6 +14,12 @@
 #   python -m core.dataset copy --data DIR --out .data/paper132 --parts train,val,test --image-size 132 --jpeg-quality 80
 # The deadline (default 330 s) is not a change of protocol (the rate stays constant); a run it
 # stops before its 25th epoch or early stop says so in run.json (`stopped_by_time_budget`).
+# The lent machine has JAX but no Keras: carry the wheels (2.8 MiB), fetched here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
+# (.whl and .data ignored by git), and run there, carrying .whl and .data/paper132 (61 MiB with the tree):
+#   pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site &&
+#   bash benchmarks/recipes/gpu_paper_zoo.sh .data/paper132 $OUT 330
 # Smoke test on a CPU: FAMILIES="mobilenetv2 densenet121" KERAS_BACKEND=jax bash ... 60 --limit 40 --epochs 1
 set -u
 DATA=${1:?dataset copy with split_manifest.json}; OUT=${2:?output folder}; DEADLINE=${3:-330}
