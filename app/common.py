@@ -101,9 +101,39 @@ def input_hints() -> None:
     st.html(f"<style>\n{hint} {{ font-size: 0 !important; }}\n{rules}\n</style>")
 
 
-def show_table(data, *, container=None, **kwargs):
-    """A table as every page shows one: no index column, full width, a dash for a missing value."""
-    return (container or st).dataframe(data, hide_index=True, width="stretch", placeholder=NO_VALUE, **kwargs)
+#: Headers for the data columns the Benchmark's tables carry under their file names (the keys of the
+#: result files); `show_table` shows them in the user's language unless a page labels a column itself.
+COLUMN_LABELS = {
+    "model": N_("model"), "display": N_("name"), "provenance": N_("provenance"), "family": N_("family"),
+    "mode": N_("mode"), "split": N_("split"), "images": N_("images"), "n_images": N_("number of images"),
+    "views": N_("views"), "accuracy": N_("accuracy %"), "macro_f1": N_("macro F1 %"),
+    "ece_before": N_("ECE before"), "ece_after": N_("ECE after"), "temperature": N_("temperature"),
+    "threshold": N_("threshold"), "uncertain_pct": N_("uncertain %"), "grayscale_accuracy": N_("grayscale %"),
+    "colour_jitter_accuracy": N_("colour jitter %"), "protocol": N_("protocol"), "trained_on": N_("trained on"),
+    "weights": N_("weights"), "device": N_("device"), "evaluated": N_("evaluated"), "command": N_("command"),
+    "file": N_("file"), "class": N_("class"), "class_name": N_("class name"), "precision": N_("precision %"),
+    "recall": N_("recall %"), "f1": N_("F1 %"), "specificity": N_("specificity %"), "support": N_("images of the class"),
+    "source": N_("source"), "recipe": N_("recipe"), "scheme": N_("scheme"),
+    "balanced_accuracy": N_("balanced accuracy %"), "ci_low": N_("95% CI low"), "ci_high": N_("95% CI high"),
+    "git_commit": N_("commit"), "finished": N_("finished"), "quick": N_("quick"),
+}
+
+
+def show_table(data, *, container=None, column_config: dict | None = None, **kwargs):
+    """A table as every page shows one: no index column, full width, a dash for a missing value,
+    and the headers of known data columns (`COLUMN_LABELS`) in the user's language."""
+    config = dict(column_config or {})
+    for column in getattr(data, "columns", []):
+        label = COLUMN_LABELS.get(column) if isinstance(column, str) else None
+        given = config.get(column)
+        if label is None:
+            continue
+        if given is None:
+            config[column] = _(label)
+        elif isinstance(given, dict) and not given.get("label"):  # a column type without its own label
+            config[column] = {**given, "label": _(label)}
+    return (container or st).dataframe(data, hide_index=True, width="stretch", placeholder=NO_VALUE,
+                                       column_config=config or None, **kwargs)
 
 
 def app_icon():
