@@ -9,6 +9,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import core  # noqa: E402,F401 - sets TensorFlow's log level (quiet about a missing GPU) before Keras loads
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from core import cuda_driver_present
+
 
 def device_name() -> str:
     """The accelerator Keras runs on, or the CPU model."""
@@ -20,7 +22,7 @@ def device_name() -> str:
 
     backend = keras.backend.backend()
     try:
-        if backend == "tensorflow" and _cuda_driver_present():
+        if backend == "tensorflow" and cuda_driver_present():
             import tensorflow as tf
 
             gpus = tf.config.list_physical_devices("GPU")
@@ -48,14 +50,6 @@ def device_name() -> str:
     except OSError:
         pass
     return f"CPU: {cpu} ({os.cpu_count()} cores)"
-
-
-def _cuda_driver_present() -> bool:
-    """Whether an NVIDIA driver is loaded: without one, asking TensorFlow for GPUs only prints an
-    alarming "failed call to cuInit" on a machine that simply has no GPU."""
-    import shutil
-
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
 def git_commit() -> str:

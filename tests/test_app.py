@@ -715,3 +715,19 @@ def test_starting_the_app_asks_no_internet_service_for_an_address(monkeypatch):
     finally:
         st_config.get_config_options(force_reparse=True)
     assert not asked
+
+
+def test_a_laptop_without_a_gpu_is_not_shown_a_cuda_failure():
+    """TensorFlow logs "failed call to cuInit" when it finds no NVIDIA driver, which reads as an
+    error on a machine that simply has no GPU; importing the app quiets it there."""
+    import os
+
+    from core import cuda_driver_present
+
+    if cuda_driver_present():
+        pytest.skip("an NVIDIA driver is present: TensorFlow's GPU errors are wanted on this machine")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", "import app, keras; keras.ops.ones((2,))"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "cuInit" not in out.stderr and "E0000" not in out.stderr, out.stderr[-2000:]
