@@ -81,8 +81,8 @@ def home() -> None:
 # Streamlit runs this file on every rerun: the navigation (with the language switch), then the
 # chosen page. The pages live in app_pages/, not pages/: a pages/ folder makes Streamlit serve a
 # deep link such as /Case in a new session from that folder without running this file, so the
-# menu, the language and the warm-up were missing there.
-setup_page("Home")
+# menu, the language and the warm-up were missing there. The page configuration is set here once,
+# for whichever page runs; the pages themselves do not set it.
 language_picker()
 input_hints()
 pages = [
@@ -97,6 +97,7 @@ pages = [
     st.Page("app_pages/4_Benchmark.py", title=_("Benchmark"), icon=":material/leaderboard:", url_path="Benchmark"),
 ]
 page = st.navigation(pages)
+setup_page(page.title)
 with guarded(_("preparing the default model")):
     from app.models import start_warm_up
 

@@ -151,7 +151,7 @@ def app_icon():
 
 
 def setup_page(title: str, layout: str = "wide") -> None:
-    """Title, icon and layout of a page (safe to call again under st.navigation)."""
+    """Title, icon and layout of the page that runs: set once per run, by streamlit_app.py."""
     try:
         st.set_page_config(page_title=f"{title} · {APP_NAME}", page_icon=app_icon(), layout=layout)
     except Exception:  # noqa: BLE001 - a favicon problem must never cost the page

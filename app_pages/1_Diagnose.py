@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, research_notice, setup_page, status_label, status_message
+from app.common import _, guarded, research_notice, status_label, status_message
 
-setup_page("Diagnose")
 st.title(_("Diagnose"))
 research_notice()
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, research_notice, setup_page, show_table
+from app.common import _, guarded, research_notice, show_table
 
-setup_page("Segmentation")
 st.title(_("Segmentation"))
 st.caption(_("White cells are found by the colour of their nuclear stain (Giemsa, Wright, Leishman, "
            "May-Grünwald-Giemsa), measured against the slide's own background, so red cells, their rims and "

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import _, guarded, plain_message, research_notice, setup_page, show_table, status_label, status_message
+from app.common import _, guarded, plain_message, research_notice, show_table, status_label, status_message
 
-setup_page("Compare models")
 st.title(_("Compare models"))
 st.caption(_("One image through every model with weights on this machine: prediction, confidence, "
            "Grad-CAM of the predicted class, and time."))

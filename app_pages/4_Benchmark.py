@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import NO_VALUE, N_, _, current_language, guarded, setup_page, show_table
+from app.common import NO_VALUE, N_, _, current_language, guarded, show_table
 
 PCT = st.column_config.NumberColumn(format="%.1f")
 
@@ -398,7 +398,6 @@ TABS = (  # (title, drawing function, what the guard says it was doing)
     (N_("Paper notes"), paper_notes_tab, N_("showing the paper notes")),
 )
 
-setup_page("Benchmark")
 st.title(_("Benchmark"))
 st.caption(_("The paper's tables and confusion matrices (Sultana, Joya & Hasan), with every accuracy recomputed "
            "from its published matrix, beside our own test-split evaluations. Confusion matrices are shown "

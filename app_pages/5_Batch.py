@@ -6,9 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import IMAGE_TYPES, _, guarded, research_notice, setup_page, show_table, status_label, status_message, upload_box
+from app.common import IMAGE_TYPES, _, guarded, research_notice, show_table, status_label, status_message, upload_box
 
-setup_page("Batch")
 st.title(_("Batch"))
 st.caption(_("Diagnose many images at once: upload them, or one .zip archive of them (read in memory; "
              "folders, hidden files and odd names inside are skipped)."))

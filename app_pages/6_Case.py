@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import (NO_VALUE, _, guarded, plain_message, research_notice, setup_page, status_label,
+from app.common import (NO_VALUE, _, guarded, plain_message, research_notice, status_label,
                         status_message, upload_box)
 
-setup_page("Case review")
 st.title(_("Case review"))
 st.caption(_("The model pre-classifies each image; you confirm or reclassify it (with a reason) or mark it "
              "unusable. The case can be signed once every image has a decision; a signed case cannot be changed."))

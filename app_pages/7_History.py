@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import NO_VALUE, _, guarded, setup_page, show_table
+from app.common import NO_VALUE, _, guarded, show_table
 
-setup_page("Case history")
 st.title(_("Case history"))
 st.caption(_("Signed cases saved on this computer (switch the history on in the sidebar of Case review). "
              "Nothing leaves this computer."))
