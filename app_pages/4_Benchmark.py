@@ -94,6 +94,15 @@ def load_benchmark() -> Benchmark:
     )
 
 
+def in_reader_language(df):
+    """The shown copy of a table, its closed-set words (provenance, protocol, status) in the reader's
+    language; the data and the CSV downloads keep the English."""
+    from app import benchmark_data as bd
+
+    cols = [c for c in bd.TRANSLATED_COLUMNS if c in df]
+    return df.assign(**{c: df[c].map(lambda v: _(v) if isinstance(v, str) and v else v) for c in cols})
+
+
 def accuracy_tab(b: Benchmark) -> None:
     from app import benchmark_data as bd
 
@@ -104,12 +113,12 @@ def accuracy_tab(b: Benchmark) -> None:
     st.subheader(_("Paper vs ours"))
     ours, protocol, own, why = _("ours %"), _("protocol"), _("own recipe %"), _("why it differs")
     st.caption(_("**{ours}** is the test accuracy of weights trained with the paper's protocol where we have them "
-                 "(**{protocol}** = paper), else of our own recipe; **{own}** is our own recipe's beside a "
+                 "(**{protocol}** = {paper}), else of our own recipe; **{own}** is our own recipe's beside a "
                  "paper-protocol row. A gap of more than {points} points to either of the paper's figures (stated, or "
                  "from its matrix) is explained in **{why}**.").format(
-        points=f"{bd.EXPLAIN_ABOVE:g}", ours=ours, protocol=protocol, own=own, why=why))
+        points=f"{bd.EXPLAIN_ABOVE:g}", ours=ours, protocol=protocol, own=own, why=why, paper=_("paper")))
     cmp_f = b.comparison
-    show_table(cmp_f,
+    show_table(in_reader_language(cmp_f),
                column_order=["paper_label", "mode", "accuracy_stated", "accuracy_from_matrix", "our_accuracy",
                              "our_protocol", "our_recipe_accuracy", "why_it_differs", "trained_on", "status",
                              "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
@@ -162,7 +171,7 @@ def accuracy_tab(b: Benchmark) -> None:
     ours = b.ours if b.ours["images"].astype(bool).any() else b.ours.drop(columns=["images"])
     first = [c for c in ("display", "split", "images", "n_images", "views", "accuracy", "macro_f1", "protocol",
                          "trained_on") if c in ours]
-    show_table(ours, column_order=first + [c for c in ours.columns if c not in first],
+    show_table(in_reader_language(ours), column_order=first + [c for c in ours.columns if c not in first],
                column_config={c: PCT for c in ("accuracy", "macro_f1", "uncertain_pct",
                                                "grayscale_accuracy", "colour_jitter_accuracy")})
     download(b.ours, "our_accuracy", "bm_dl_ours")
