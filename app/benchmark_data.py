@@ -271,13 +271,15 @@ def protocol_of(result: dict[str, Any]) -> Protocol:
     training = result.get("training")
     if isinstance(training, dict) and training:
         found = {str(t.get("protocol", Protocol.UNKNOWN.value)) for t in training.values() if isinstance(t, dict)}
-    else:
-        try:
-            deviations = weights_meta(str(result["model"])).get("deviations_from_paper")
-        except (KeyError, OSError, ValueError):
-            deviations = None
-        found = {Protocol.UNKNOWN.value if deviations is None else
-                 Protocol.OWN.value if deviations else Protocol.PAPER.value}
+    else:  # an ensemble's file names no member's record: each member's meta says how it was trained
+        found = set()
+        for name in _member_names(str(result.get("model"))):
+            try:
+                deviations = weights_meta(name).get("deviations_from_paper")
+            except (KeyError, OSError, ValueError):
+                deviations = None
+            found.add(Protocol.UNKNOWN.value if deviations is None else
+                      Protocol.OWN.value if deviations else Protocol.PAPER.value)
     if Protocol.OWN.value in found:
         return Protocol.OWN
     return Protocol.PAPER if found == {Protocol.PAPER.value} else Protocol.UNKNOWN
@@ -292,10 +294,24 @@ def images_of(result: dict[str, Any]) -> str:
 
 
 def trained_on(result: dict[str, Any]) -> str:
-    """The hardware the members were trained on, from the evaluation's `training` record."""
+    """The hardware the members were trained on, from the evaluation's `training` record (older
+    files: the `training` the meta beside each member's weights on this machine records)."""
     training = result.get("training") or {}
-    devices = sorted({str(t["device"]) for t in training.values() if isinstance(t, dict) and t.get("device")})
-    return ", ".join(devices)
+    devices = {str(t["device"]) for t in training.values() if isinstance(t, dict) and t.get("device")}
+    if not devices:
+        for name in _member_names(str(result.get("model"))):
+            try:
+                device = (weights_meta(name).get("training") or {}).get("device")
+            except (KeyError, OSError, ValueError, AttributeError):
+                device = None
+            if device:
+                devices.add(str(device))
+    return ", ".join(sorted(devices))
+
+
+def _member_names(name: str) -> tuple[str, ...]:
+    spec = REGISTRY.get(name)
+    return tuple(spec.members) if spec is not None and spec.is_ensemble else (name,)
 
 
 def load_differences(path: str | Path | None = None, lang: str = "en") -> dict[str, str]:

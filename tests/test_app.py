@@ -443,6 +443,11 @@ def test_benchmark_data_tables():
                                           differences={"inceptionv3-baseline": "Stated is the outlier."})
     row = far_from_stated.set_index("model").loc["inceptionv3-baseline"]
     assert abs(row["difference"]) < 2 and row["why_it_differs"] == "Stated is the outlier."
+    # An older file without its members' training records: the shipped members' metas say how and where.
+    from core.paper import Protocol
+
+    assert bd.protocol_of({"model": "lite1-mobilenetv2"}) is Protocol.OWN
+    assert "NVIDIA H200" in bd.trained_on({"model": "lite1-mobilenetv2"})
     # A lent GPU's result on a resized, re-encoded copy says so wherever its split is named.
     copy = {**inception, "manifest_derived_from": {"image_size": 132, "jpeg_quality": 80}}
     assert bd.our_accuracy_table([copy]).iloc[0]["images"] == "132 px JPEG q80 copy"
