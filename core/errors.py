@@ -1,12 +1,7 @@
-"""The one base of every error LeukoScope raises on purpose.
-
-Each subclass lives with the code that raises it (`core.imageio.ImageError`, `core.dataset.DatasetError`,
-`models.convert.PretrainedUnavailable`, ...) and keeps the built-in base it always had (ValueError,
-RuntimeError), so older `except` clauses still hold. Its message is one sentence a user can act on:
-the app and the CLIs show it as is, and `except LeukoScopeError` is how they tell it from a bug.
-"""
+"""The one base of every error LeukoScope raises on purpose (defined in `models.errors`, since the
+model zoo imports nothing of the library): see there."""
 from __future__ import annotations
 
+from models.errors import LeukoScopeError
 
-class LeukoScopeError(Exception):
-    """An expected failure with a message for the user (not a bug: no traceback is shown)."""
+__all__ = ["LeukoScopeError"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import LeukoScopeError
+from models.errors import LeukoScopeError
 from models.families import FAMILIES, Family, WeightsSource, get_family
 
 

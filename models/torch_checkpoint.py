@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import LeukoScopeError
+from models.errors import LeukoScopeError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

@@ -182,3 +182,17 @@ def test_a_first_small_call_runs_eagerly_and_agrees_with_the_traced_graph(tiny_w
     warmed.warm_up(grad_cam=False)
     traced = warmed.members[0]._dual or warmed.members[0].model  # with an in-scope model, the dual-output one
     assert traced.predict_function is not None
+
+
+def test_the_model_zoo_imports_nothing_of_the_library():
+    """models/ is the zoo the library builds on: it takes the number of classes as an argument and
+    defines the shared error base itself, so core/ can change without the zoo following."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n == "core" or n.startswith(("core.", "app"))]
+    assert not offenders, offenders
