@@ -81,8 +81,10 @@ def home() -> None:
 # Streamlit runs this file on every rerun: the navigation (with the language switch), then the
 # chosen page. The pages live in app_pages/, not pages/: a pages/ folder makes Streamlit serve a
 # deep link such as /Case in a new session from that folder without running this file, so the
-# menu, the language and the warm-up were missing there. The page configuration is set here once,
-# for whichever page runs; the pages themselves do not set it.
+# menu, the language and the warm-up were missing there. The page configuration is set here, for
+# whichever page runs; the pages themselves do not set it. The icon goes first: st.navigation would
+# otherwise make the page's material icon the favicon, which the browser fetches from a font CDN.
+setup_page()
 language_picker()
 input_hints()
 pages = [

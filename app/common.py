@@ -150,13 +150,15 @@ def app_icon():
     return Image.fromarray(img, "RGBA")
 
 
-def setup_page(title: str, layout: str = "wide") -> None:
-    """Title, icon and layout of the page that runs: set once per run, by streamlit_app.py."""
+def setup_page(title: str | None = None, layout: str = "wide") -> None:
+    """Icon, layout and (when given) title of the page that runs; set by streamlit_app.py only:
+    first without a title, before st.navigation, then with the chosen page's title."""
+    page_title = f"{title} · {APP_NAME}" if title else APP_NAME
     try:
-        st.set_page_config(page_title=f"{title} · {APP_NAME}", page_icon=app_icon(), layout=layout)
+        st.set_page_config(page_title=page_title, page_icon=app_icon(), layout=layout)
     except Exception:  # noqa: BLE001 - a favicon problem must never cost the page
         log.exception("set_page_config with the app icon failed")
-        st.set_page_config(page_title=f"{title} · {APP_NAME}", layout=layout)
+        st.set_page_config(page_title=page_title, layout=layout)
 
 
 def plain_message(exc: BaseException, doing: str) -> str:
