@@ -230,7 +230,7 @@ def combine_evaluations(name: str, members: list[dict]) -> dict:
     labels = np.array([CLASS_FOLDERS.index(rows[0][f]["true"]) for f in files])
     if any(rw[f]["true"] != rows[0][f]["true"] for rw in rows[1:] for f in files):
         raise ValueError("The members disagree on the true classes.")
-    per_member = {r["model"]: np.array([[*rw[f]["probabilities_uncalibrated"]] for f in files], dtype=np.float64)
+    per_member = {r["model"]: np.array([rw[f]["probabilities_uncalibrated"] for f in files], dtype=np.float64)
                   for r, rw in zip(members, rows)}
     probs = np.mean([p / p.sum(axis=1, keepdims=True) for p in per_member.values()], axis=0)
     result = classification_metrics(labels, probs)
