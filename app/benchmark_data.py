@@ -271,13 +271,10 @@ def protocol_of(result: dict[str, Any]) -> Protocol:
     training = result.get("training")
     if isinstance(training, dict) and training:
         found = {str(t.get("protocol", Protocol.UNKNOWN.value)) for t in training.values() if isinstance(t, dict)}
-    else:  # an ensemble's file names no member's record: each member's meta says how it was trained
+    else:  # an older file names no member's record: each member's meta says how it was trained
         found = set()
-        for name in _member_names(str(result.get("model"))):
-            try:
-                deviations = weights_meta(name).get("deviations_from_paper")
-            except (KeyError, OSError, ValueError):
-                deviations = None
+        for meta in _member_metas(str(result.get("model"))):
+            deviations = meta.get("deviations_from_paper")
             found.add(Protocol.UNKNOWN.value if deviations is None else
                       Protocol.OWN.value if deviations else Protocol.PAPER.value)
     if Protocol.OWN.value in found:
@@ -299,19 +296,23 @@ def trained_on(result: dict[str, Any]) -> str:
     training = result.get("training") or {}
     devices = {str(t["device"]) for t in training.values() if isinstance(t, dict) and t.get("device")}
     if not devices:
-        for name in _member_names(str(result.get("model"))):
-            try:
-                device = (weights_meta(name).get("training") or {}).get("device")
-            except (KeyError, OSError, ValueError, AttributeError):
-                device = None
-            if device:
-                devices.add(str(device))
+        devices = {str(meta["training"]["device"]) for meta in _member_metas(str(result.get("model")))
+                   if isinstance(meta.get("training"), dict) and meta["training"].get("device")}
     return ", ".join(sorted(devices))
 
 
-def _member_names(name: str) -> tuple[str, ...]:
+def _member_metas(name: str) -> list[dict[str, Any]]:
+    """The meta beside each member's weights on this machine (a single model is its own member);
+    {} for a member whose meta is missing or unreadable."""
     spec = REGISTRY.get(name)
-    return tuple(spec.members) if spec is not None and spec.is_ensemble else (name,)
+    metas = []
+    for member in (spec.members if spec is not None and spec.is_ensemble else (name,)):
+        try:
+            meta = weights_meta(member)
+        except (KeyError, OSError, ValueError):
+            meta = {}
+        metas.append(meta if isinstance(meta, dict) else {})
+    return metas
 
 
 def load_differences(path: str | Path | None = None, lang: str = "en") -> dict[str, str]:

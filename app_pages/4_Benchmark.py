@@ -124,7 +124,6 @@ def accuracy_tab(b: Benchmark) -> None:
                              "matrix", "our_split", "our_n_images", "our_weights", "how_to_reproduce", "model",
                              "stated_in"],
                column_config={"paper_label": st.column_config.TextColumn(_("network")),
-                              "mode": st.column_config.TextColumn(_("mode")),
                               "status": st.column_config.TextColumn(_("status")),
                               "our_n_images": st.column_config.NumberColumn(_("our images")),
                               "accuracy_stated": st.column_config.NumberColumn(_("stated %"), format="%.0f"),
@@ -134,7 +133,6 @@ def accuracy_tab(b: Benchmark) -> None:
                               "our_protocol": st.column_config.TextColumn(protocol),
                               "our_recipe_accuracy": st.column_config.NumberColumn(own, format="%.1f"),
                               "why_it_differs": st.column_config.TextColumn(why, width="large"),
-                              "trained_on": st.column_config.TextColumn(_("trained on")),
                               "how_to_reproduce": st.column_config.TextColumn(width="large")})
     download(cmp_f, "paper_vs_ours", "bm_dl_cmp")
     paper_acc = b.paper_accuracy

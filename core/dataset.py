@@ -160,11 +160,13 @@ def build_manifest(index: DatasetIndex, part_of_hash: dict[str, str], **meta) ->
         {"file": r.file, "class": r.label, "sha256": r.sha256, "part": part_of_hash[r.sha256]}
         for r in index.records
     ]
-    counts = {
-        p: {c: sum(1 for it in items if it["part"] == p and it["class"] == c) for c in CLASS_FOLDERS}
-        for p in PARTS
-    }
-    return {"version": MANIFEST_VERSION, **meta, "counts": counts, "items": items}
+    return {"version": MANIFEST_VERSION, **meta, "counts": part_counts(items), "items": items}
+
+
+def part_counts(items: list[dict]) -> dict[str, dict[str, int]]:
+    """Images per part and class of a manifest's items."""
+    return {p: {c: sum(1 for it in items if it["part"] == p and it["class"] == c) for c in CLASS_FOLDERS}
+            for p in PARTS}
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -236,6 +238,10 @@ def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, 
     paths = [p for part in parts for p in manifest_part(manifest, root, part, check_hashes=True)[0]]
     size = 0
     new_hash: dict[str, str] = {}
+    if image_size is not None:
+        import cv2
+
+        from core.imageio import read_image, resize_square
     for src in paths:
         rel = src.relative_to(root)
         dst = Path(out) / rel
@@ -243,10 +249,6 @@ def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, 
         if image_size is None:
             shutil.copyfile(src, dst)
         else:
-            import cv2
-
-            from core.imageio import read_image, resize_square
-
             small = cv2.cvtColor(resize_square(read_image(src), image_size), cv2.COLOR_RGB2BGR)
             dst.write_bytes(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1].tobytes())
             new_hash[rel.as_posix()] = file_sha256(dst)
@@ -259,8 +261,7 @@ def copy_parts(manifest: dict, root: str | os.PathLike, out: str | os.PathLike, 
             "manifest_hash": manifest_hash(manifest), "parts": list(parts), "image_size": image_size,
             "jpeg_quality": jpeg_quality,
             "how": "core.imageio.resize_square (area-averaged), then OpenCV JPEG at this quality"}
-        derived["counts"] = {p: {c: sum(1 for it in items if it["part"] == p and it["class"] == c)
-                                 for c in CLASS_FOLDERS} for p in PARTS}
+        derived["counts"] = part_counts(items)
         derived["items"] = items
         save_manifest(derived, Path(out) / "split_manifest.json")
     return len(paths), size
