@@ -26,13 +26,13 @@ import numpy as np
 from core.cli import data_options, model_option, sample_options
 from core.crossval import Scheme, make_folds
 from core.metrics import balanced_accuracy
-from core.dataset import (PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
-                          resolve_data_dir, scan_dataset)
+from core.dataset import (PROJECT_ROOT, SCALE_BAR_FROM, DatasetError, load_manifest, manifest_hash,
+                          manifest_part, resolve_data_dir, scan_dataset)
 from core.labels import CLASS_FOLDERS
 
 SIDE = 224  # the dataset's own size; other sizes are resized to it first
-#: Bottom-right corner that holds the microscope software's scale bar in this dataset (rows, cols at 224 px).
-SCALE_BAR = (slice(196, 224), slice(168, 224))
+#: The scale-bar corner (`core.dataset.SCALE_BAR_FROM`) as rows and columns at 224 px.
+SCALE_BAR = (slice(round(SCALE_BAR_FROM[0] * SIDE), SIDE), slice(round(SCALE_BAR_FROM[1] * SIDE), SIDE))
 NEUTRAL = np.array([225, 225, 225], dtype=np.uint8)  # a light grey slide, neither pink nor blue
 MIN_OBJECT_PX = 20
 

@@ -3,7 +3,10 @@
 `PAPER` reproduces the paper's list (flips, +-15 deg and 90 deg rotations, scale/crop,
 brightness/contrast/saturation, elastic distortion, intensity). `STAIN_ROBUST` adds hue
 shifts and random grayscale so a model cannot lean on the stain colour alone, which
-differs between classes in this dataset (see the dataset README).
+differs between classes in this dataset (see the dataset README). `SESSION_ROBUST` also
+repaints the slide between the cells in a random light tint and covers the scale bar: within
+a capture session every image shares its background and scale bar, so a model can learn the
+session instead of the cell (issue 13's shortcut audit); a new patient's smear is a new session.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ class AugmentConfig:
     elastic_sigma: float = 5.0
     hue_shift: float = 0.0  # OpenCV hue units (0-179)
     grayscale_p: float = 0.0
+    background_p: float = 0.0  # repaint the unstained slide between the cells in a random light tint
+    scale_bar_p: float = 0.0  # cover the scale-bar corner with the image's own background colour
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,14 +40,21 @@ class AugmentConfig:
 
 PAPER = AugmentConfig()
 STAIN_ROBUST = AugmentConfig(hue_shift=12.0, saturation=0.35, grayscale_p=0.2)
+SESSION_ROBUST = AugmentConfig(hue_shift=12.0, saturation=0.35, grayscale_p=0.2, background_p=0.5, scale_bar_p=0.5)
 NONE = AugmentConfig(False, False, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0)
-PRESETS: dict[str, AugmentConfig] = {"paper": PAPER, "stain-robust": STAIN_ROBUST, "none": NONE}
+PRESETS: dict[str, AugmentConfig] = {"paper": PAPER, "stain-robust": STAIN_ROBUST,
+                                     "session-robust": SESSION_ROBUST, "none": NONE}
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Return a randomly augmented copy of an (H, W, 3) uint8 RGB image (same shape and dtype)."""
     h, w = img.shape[:2]
     out = img
+    # In the image's own frame, before any flip or rotation moves the scale bar.
+    if cfg.background_p and rng.random() < cfg.background_p:
+        out = repaint_background(out, rng)
+    if cfg.scale_bar_p and rng.random() < cfg.scale_bar_p:
+        out = cover_scale_bar(out, rng)
     if cfg.flip:
         if rng.random() < 0.5:
             out = out[:, ::-1]
@@ -79,6 +91,42 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
         g = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         x = np.repeat(g[..., None], 3, axis=2)
     return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def _slide_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels of the unstained slide: outside every stained cell (red or white), one pixel of
+    margin kept around the cells so their rims stay as captured."""
+    from core.cells import nucleus_map
+
+    stained = nucleus_map(img)[1].astype(np.uint8)
+    return ~cv2.dilate(stained, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def repaint_background(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of an RGB uint8 image with its unstained slide set to one random light, weakly
+    tinted colour with a little noise (as another session's slide and lamp might look)."""
+    slide = _slide_mask(img)
+    tint = np.array([[[rng.uniform(0, 180), rng.uniform(0, 35), rng.uniform(195, 250)]]], np.float32)
+    colour = cv2.cvtColor(tint.astype(np.uint8), cv2.COLOR_HSV2RGB).reshape(3).astype(np.float32)
+    noise = rng.normal(0.0, 3.0, (int(slide.sum()), 3)).astype(np.float32)
+    out = img.copy()
+    out[slide] = np.clip(colour + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def cover_scale_bar(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of an RGB uint8 image with the scale-bar corner (`core.dataset.SCALE_BAR_FROM`)
+    filled with the median colour of its own slide, plus a little noise."""
+    from core.dataset import SCALE_BAR_FROM
+
+    h, w = img.shape[:2]
+    slide = _slide_mask(img)
+    colour = np.median(img[slide], axis=0) if slide.sum() >= 50 else np.percentile(img.reshape(-1, 3), 90, axis=0)
+    r0, c0 = round(SCALE_BAR_FROM[0] * h), round(SCALE_BAR_FROM[1] * w)
+    out = img.copy()
+    corner = out[r0:, c0:]
+    corner[...] = np.clip(colour + rng.normal(0.0, 3.0, corner.shape), 0, 255).astype(np.uint8)
+    return out
 
 
 def _elastic(img: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = PROJECT_ROOT / "benchmarks" / "split_manifest.json"
 MANIFEST_VERSION = 1
 PARTS = ("train", "val", "test")
+#: Where the microscope software burnt its scale bar into this dataset's images: the bottom-right
+#: corner from these fractions of the height and width (rows 196-224, columns 168-224 at 224 px).
+SCALE_BAR_FROM = (0.875, 0.75)
 
 
 class DatasetError(LeukoScopeError, ValueError):

@@ -68,3 +68,22 @@ def test_drop_remainder_gives_one_batch_shape_and_new_images_each_epoch():
     assert seen == set(range(5))
     # Fewer images than one batch: keep them rather than train on nothing.
     assert len(ImageBatches(images[:1], np.zeros(1, int), batch_size=2, drop_remainder=True)) == 1
+
+
+def test_session_robust_repaints_only_the_slide_and_covers_the_scale_bar():
+    from core.augment import SESSION_ROBUST, _slide_mask, cover_scale_bar, repaint_background
+    from core.dataset import SCALE_BAR_FROM
+
+    img = _img()
+    slide = _slide_mask(img)
+    assert 0.05 < slide.mean() < 0.95  # a smear has both cells and slide between them
+    painted = repaint_background(img, np.random.default_rng(0))
+    assert np.array_equal(painted[~slide], img[~slide])  # every stained cell as captured
+    assert np.abs(painted[slide].astype(int) - img[slide]).mean() > 3
+    covered = cover_scale_bar(img, np.random.default_rng(0))
+    r0, c0 = round(SCALE_BAR_FROM[0] * 132), round(SCALE_BAR_FROM[1] * 132)
+    assert np.array_equal(covered[:r0], img[:r0]) and np.array_equal(covered[:, :c0], img[:, :c0])
+    corner = covered[r0:, c0:].reshape(-1, 3).astype(float)
+    assert corner.std(axis=0).max() < 6  # one colour (plus a little noise): no scale bar left
+    outs = [augment(img, SESSION_ROBUST, np.random.default_rng(s)) for s in range(4)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)

@@ -241,6 +241,11 @@ def test_the_paper_preset_is_the_papers_protocol_and_deviations_are_recorded():
     assert replace(PAPER, batch_size=32, seed=3).deviations_from_paper() == {"batch_size": 32}
     two = RECIPES["tl-two-stage"]
     assert two.two_stage and two.deviations_from_paper()["recipe"] == "tl-two-stage"
+    # The session-robust recipe is the default's recipe with one change: what its augmentation does.
+    robust = RECIPES["tl-session-robust"]
+    assert replace(robust, name=two.name, description=two.description, augment=two.augment) == two
+    assert robust.deviations_from_paper()["augment"] == "session-robust"
+    assert robust.hyperparameters()["augment_config"]["background_p"] > 0
     # Flags override single fields of the recipe; unset flags keep the recipe's values.
     args = build_parser().parse_args(["--model", "m", "--out", "o", "--recipe", "tl-two-stage", "--lr", "3e-4"])
     cfg = config_from_args(args)
