@@ -198,6 +198,48 @@ def pooled_metrics(files: list[str], labels: np.ndarray, probs: np.ndarray, bloc
     }
 
 
+def combine(results: list[dict], sources: list[str]) -> dict:
+    """Soft voting of recipes cross-validated on the same folds: the mean of their out-of-fold
+    probabilities, scored like one recipe. Refuses results whose folds or images differ."""
+    from core.provenance import device_name, git_commit
+
+    if len(results) < 2:
+        raise ValueError("combine needs two or more cross-validation results")
+    first = results[0]
+    for r, src in zip(results, sources):
+        if "probabilities" not in r.get("predictions", {}):
+            raise ValueError(f"{src} has no out-of-fold probabilities; rerun its command with --resume to add them")
+        same = [r[k] == first[k] for k in ("scheme", "folds", "embargo", "seed", "n_images_in_copy")]
+        same.append([f["parts"] for f in r["per_fold"]] == [f["parts"] for f in first["per_fold"]])
+        if not all(same):
+            raise ValueError(f"{src} was cross-validated on other folds than {sources[0]}")
+    order = {f: i for i, f in enumerate(first["predictions"]["files"])}
+    probs, labels = [], np.asarray(first["predictions"]["labels"])
+    for r, src in zip(results, sources):
+        pred = r["predictions"]
+        if sorted(pred["files"]) != sorted(order):
+            raise ValueError(f"{src} predicted other images than {sources[0]}")
+        idx = np.array([order[f] for f in pred["files"]])
+        aligned = np.empty((len(idx), N_CLASSES))
+        aligned[idx] = np.asarray(pred["probabilities"], dtype=float)
+        probs.append(aligned)
+    mean = np.mean(probs, axis=0)
+    files = first["predictions"]["files"]
+    return {
+        "command": "", "scheme": first["scheme"], "folds": first["folds"], "embargo": first["embargo"],
+        "block": first["block"], "recipe": " + ".join(r["recipe"] for r in results),
+        "model": " + ".join(r["model"] for r in results), "seed": first["seed"], "limit": first["limit"],
+        "combined_from": sources, "combined_by": "soft voting: the mean of the recipes' out-of-fold probabilities",
+        "data": first["data"], "n_images_in_copy": first["n_images_in_copy"], "dataset_note": first["dataset_note"],
+        "pooled_out_of_fold": pooled_metrics(files, labels, mean, first["block"], first["seed"]),
+        "per_fold": [{"fold": f["fold"], "parts": f["parts"]} for f in first["per_fold"]],
+        "anchor": ANCHOR, "git_commit": git_commit(), "device": device_name(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "predictions": {"files": files, "labels": labels.tolist(), "pred": mean.argmax(1).tolist(),
+                        "probabilities": mean.round(5).tolist()},
+    }
+
+
 # --- recipes ------------------------------------------------------------------------------
 
 def _fold_manifest(index, part_of_hash: dict[str, str], fold: int, args) -> dict:
@@ -370,7 +412,9 @@ def run(args) -> dict:
         "keras_backend": keras.backend.backend(),
         "wall_seconds_this_call": time.perf_counter() - t0,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "predictions": {"files": all_files, "labels": labels.tolist(), "pred": probs.argmax(1).tolist()},
+        # Probabilities too, so recipes cross-validated on the same folds can be combined (`combine`).
+        "predictions": {"files": all_files, "labels": labels.tolist(), "pred": probs.argmax(1).tolist(),
+                        "probabilities": probs.round(5).tolist()},
     }
 
 
@@ -389,12 +433,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     p.add_argument("--work", help="folder for fold runs (default: runs/cv/<out name>)")
     p.add_argument("--resume", action="store_true", help="keep finished folds from --work")
+    p.add_argument("--combine", nargs="+", metavar="RESULT.json",
+                   help="instead of training: soft-vote these results (same folds) into one")
     p.add_argument("--out", required=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv
     try:
-        result = run(args)
+        if args.combine:
+            try:
+                results = [json.loads(Path(f).read_text()) for f in args.combine]
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"cannot read a result to combine: {exc}") from None
+            result = combine(results, args.combine)
+            result["command"] = " ".join(["python", "-m", "core.crossval", *argv])
+        else:
+            result = run(args)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

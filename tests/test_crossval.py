@@ -91,6 +91,27 @@ def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeyp
     # a second call with --resume reuses the finished folds
     assert main(argv + ["--resume"]) == 0
     assert json.loads(out.read_text())["pooled_out_of_fold"]["balanced_accuracy"] == pooled["balanced_accuracy"]
+    # Soft voting of results on the same folds: a recipe with itself scores as itself; with two
+    # copies of an oracle listed in another order, every image is right (the files are aligned).
+    probs = np.asarray(result["predictions"]["probabilities"])
+    assert probs.shape == (pooled["n_images"], len(CLASS_FOLDERS))
+    both = tmp_path / "both.json"
+    assert main(["--combine", str(out), str(out), "--out", str(both)]) == 0
+    combined = json.loads(both.read_text())
+    assert combined["pooled_out_of_fold"]["balanced_accuracy"] == pytest.approx(pooled["balanced_accuracy"])
+    assert combined["combined_from"] == [str(out), str(out)] and combined["recipe"] == "frozen-probe + frozen-probe"
+    files, labels = result["predictions"]["files"], result["predictions"]["labels"]
+    order = list(reversed(range(len(files))))
+    oracle = dict(result, predictions={"files": [files[i] for i in order], "labels": [labels[i] for i in order],
+                                       "probabilities": np.eye(len(CLASS_FOLDERS))[[labels[i] for i in order]].tolist()})
+    (tmp_path / "oracle.json").write_text(json.dumps(oracle))
+    oracle_path = str(tmp_path / "oracle.json")
+    assert main(["--combine", str(out), oracle_path, oracle_path, "--out", str(both)]) == 0
+    assert json.loads(both.read_text())["pooled_out_of_fold"]["balanced_accuracy"] == 1.0
+    other = dict(result, embargo=3)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["--combine", str(out), str(tmp_path / "other.json"), "--out", str(both)]) == 2
+    assert main(["--combine", str(out), str(tmp_path / "missing.json"), "--out", str(both)]) == 2
 
 
 def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path):
