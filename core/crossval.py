@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     pooled = result["pooled_out_of_fold"]
     lo, hi = pooled["ci95"]["balanced_accuracy"]
-    print(f"{args.scheme}: balanced accuracy {pooled['balanced_accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}), "
+    print(f"{result['scheme']}: balanced accuracy {pooled['balanced_accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}), "
           f"macro-F1 {pooled['macro_f1']:.4f} on {pooled['n_images']} images; wrote {out}")
     return 0
 

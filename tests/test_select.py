@@ -33,6 +33,20 @@ def test_rule_prefers_the_candidate_that_holds_on_grayscale_within_one_image():
     assert len(ensembles) == 7 and all(0 <= r["log_loss"] for r in ensembles)
 
 
+def test_rule_also_asks_the_candidate_to_hold_without_the_background():
+    y = np.arange(40) % 4
+    plain = {"session": _probs(y, [0]), "cell": _probs(y, [0, 1])}
+    gray = {"session": _probs(y, [0]), "cell": _probs(y, [0, 1, 2])}
+    neutral = {"session": _probs(y, list(range(8))), "cell": _probs(y, [0, 1, 2])}
+    sizes = {"session": 30, "cell": 30}
+    # Without the neutral-background copies, "session" wins on grayscale; with them, its robust
+    # accuracy is its neutral-background one (32/40), below "cell"'s (37/40).
+    assert choose(score_ensembles(plain, gray, y, sizes, budget_mib=40))["members"] == ["session"]
+    rows = score_ensembles(plain, gray, y, sizes, budget_mib=40, neutral=neutral)
+    assert {r["members"][0]: r["robust_accuracy"] for r in rows} == {"session": 32 / 40, "cell": 37 / 40}
+    assert choose(rows)["members"] == ["cell"]
+
+
 def test_budget_leaves_out_what_does_not_fit_and_an_empty_choice_is_an_error():
     y = np.arange(8) % 4
     plain = {"a": _probs(y, []), "b": _probs(y, [])}
@@ -55,6 +69,7 @@ def test_cli_scores_every_ensemble_of_the_candidates(tiny_run, tmp_path, samples
     assert rec["split"] == "val" and rec["n_images"] == sum(1 for f in val["items"] if f["part"] == "val")
     assert sorted(r["members"] for r in rec["ensembles"]) == [["a"], ["a", "b"], ["b"]]
     assert rec["chosen"] in rec["ensembles"] and set(rec["candidates"]) == {"a", "b"}
+    assert all(0 <= r["neutral_background_accuracy"] <= 1 for r in rec["ensembles"])
     assert len(rec["candidates"]["a"]["sha256"]) == 64 and "core.select" in rec["command"]
 
 
