@@ -532,12 +532,14 @@ def default_choice(directory: str | Path | None = None) -> tuple[dict[str, Any],
         rows = [{
             "chosen": "✔" if r == rec["chosen"] else "",
             "members": " + ".join(r["members"]),
-            "val errors": r["n_errors"],
-            "val accuracy %": _pct(r["accuracy"]),
-            "grayscale accuracy %": _pct(r["grayscale_accuracy"]),
-            "log loss": round(float(r["log_loss"]), 4),
-            "Benign recall %": _pct(r["benign_recall"]),
-            "weights MiB": r["size_mib"],
+            "n_errors": r["n_errors"],
+            "accuracy": _pct(r["accuracy"]),
+            "grayscale_accuracy": _pct(r["grayscale_accuracy"]),
+            # Selections before the neutral-background copies were measured have none.
+            "neutral_background_accuracy": _pct(r.get("neutral_background_accuracy")),
+            "log_loss": round(float(r["log_loss"]), 4),
+            "benign_recall": _pct(r["benign_recall"]),
+            "size_mib": r["size_mib"],
         } for r in rec["ensembles"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -116,6 +116,9 @@ COLUMN_LABELS = {
     "source": N_("source"), "recipe": N_("recipe"), "scheme": N_("scheme"),
     "balanced_accuracy": N_("balanced accuracy %"), "ci_low": N_("95% CI low"), "ci_high": N_("95% CI high"),
     "git_commit": N_("commit"), "finished": N_("finished"), "quick": N_("quick"),
+    "chosen": N_("chosen"), "members": N_("members"), "n_errors": N_("errors"),
+    "neutral_background_accuracy": N_("neutral background %"), "log_loss": N_("log loss"),
+    "benign_recall": N_("Benign recall %"), "size_mib": N_("weights MiB"),
 }
 
 
