@@ -24,7 +24,7 @@ from core.dataset import (DatasetError, file_sha256, folder_images, load_manifes
                           manifest_part, resolve_data_dir)
 from core.imageio import ImageError, read_image, resize_square
 from core.inference import (VIEWS, ModelUnavailable, Predictor, _meta_path, apply_temperature, choose_threshold,
-                            fit_temperature, load_predictor)
+                            fit_temperature, load_predictor, predictor_meta_path)
 from core.labels import CLASS_FOLDERS, DISPLAY_NAMES
 from core.metrics import classification_metrics, expected_calibration_error, reliability_curve
 from core.paper import Protocol
@@ -331,10 +331,7 @@ def _display_path(path: Path) -> str:
 
 def save_calibration(predictor: Predictor, calib: dict) -> Path:
     """Write temperature and threshold into the model's meta JSON (beside its weights)."""
-    if predictor.is_ensemble:
-        path = predictor.members[0].weights_path.parent / f"{predictor.name}.meta.json"
-    else:
-        path = _meta_path(predictor.members[0].weights_path)
+    path = predictor_meta_path(predictor)
     meta = json.loads(path.read_text()) if path.is_file() else {"model": predictor.name}
     meta.update(temperature=calib["temperature"], threshold=calib["threshold"],
                 calibration="temperature scaling and threshold fitted on the manifest's validation part")

@@ -98,6 +98,11 @@ class Predictor:
     load_seconds: float = 0.0
     views: int = 1  # 8: average over dihedral_views (test-time augmentation), 8x the compute
     stain: StainMethod = StainMethod.NONE  # REINHARD: match colours to the training images first
+    # The largest in-scope ratio (over members) still in scope: 1 for one network. Each member's own
+    # threshold keeps VAL_IN_SCOPE of the validation part; an ensemble that refused an image when
+    # any member did would refuse the union of their tails, so its limit is fitted on the validation
+    # part as a whole (`python -m core.scope fit`), like its temperature.
+    scope_limit: float = 1.0
 
     @property
     def is_ensemble(self) -> bool:
@@ -127,7 +132,8 @@ class Predictor:
 
     def predict_members_and_scope(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """`predict_members`, plus each image's in-scope ratio (distance / threshold, the largest
-        over members; above 1 is out of scope), or None when a member has no fitted scope.
+        over members, over `scope_limit`; above 1 is out of scope), or None when a member has no
+        fitted scope.
         With several views, the scope is measured on the image as given (the first view)."""
         if not self.has_scope:
             return self.predict_members(images), None
@@ -140,7 +146,7 @@ class Predictor:
             p, f = m.predict_with_features(expanded)
             probs[m.name] = p.reshape(len(images), self.views, N_CLASSES).mean(axis=1)
             ratios.append(m.scope.ratio(f[:: self.views]))
-        return probs, np.max(ratios, axis=0)
+        return probs, np.max(ratios, axis=0) / self.scope_limit
 
     def combine(self, member_probs: dict[str, np.ndarray], temperature: float | None = None) -> np.ndarray:
         """Soft (optionally weighted) voting, then temperature scaling (this predictor's
@@ -217,6 +223,15 @@ def read_meta(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def predictor_meta_path(predictor: "Predictor") -> Path:
+    """Where a predictor's own settings (temperature, threshold, an ensemble's scope limit) are
+    written: an ensemble's `<name>.meta.json` beside its first member's weights, or the single
+    network's meta JSON."""
+    if predictor.is_ensemble:
+        return predictor.members[0].weights_path.parent / f"{predictor.name}.meta.json"
+    return _meta_path(predictor.members[0].weights_path)
+
+
 def _ensemble_meta(name: str) -> dict:
     for d in weights_dirs():
         p = d / f"{name}.meta.json"
@@ -261,4 +276,5 @@ def load_predictor(name: str, weights_path: Path | None = None, views: int = 1,
         threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)),
         member_weights=np.asarray(weights, dtype=np.float64) if weights else None,
         load_seconds=time.perf_counter() - t0, views=views, stain=StainMethod(stain),
+        scope_limit=float((meta.get("scope") or {}).get("ratio_limit", 1.0)) if spec.is_ensemble else 1.0,
     )

@@ -88,6 +88,13 @@ def choose_threshold(val_d: np.ndarray, val_in: float = VAL_IN_SCOPE) -> float:
     return float(v[idx])
 
 
+def ensemble_ratio_limit(member_ratios: list[np.ndarray], val_in: float = VAL_IN_SCOPE) -> float:
+    """An ensemble's limit on its largest member ratio (each member's validation distances over
+    its own threshold): the smallest that keeps `val_in` of the validation images in scope, and
+    never below 1, so an image that every member's own threshold keeps in scope stays in scope."""
+    return max(1.0, choose_threshold(np.max(np.asarray(member_ratios, dtype=np.float64), axis=0), val_in))
+
+
 def _features(single, images: list[np.ndarray]) -> np.ndarray:
     return single.predict_with_features(images)[1]
 
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.dataset import OTHER_LAB_ENV, DatasetError, image_files, load_manifest, manifest_hash, \
         manifest_part, resolve_data_dir
     from core.evaluate import read_images
-    from core.inference import ModelUnavailable, load_predictor, read_meta, _meta_path
+    from core.inference import ModelUnavailable, _meta_path, load_predictor, predictor_meta_path, read_meta
     from core.provenance import device_name, git_commit
 
     p = argparse.ArgumentParser(prog="python -m core.scope", description=__doc__.split("\n\n")[0])
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         ims, ok, _ = read_images(paths)
         imgs[part] = (ims, labels[ok])
     other_ims = read_images(other)[0] if other else []
-    report = {}
+    report, val_ratios, other_ratios = {}, [], []
     for m in predictor.members:
         t0 = time.perf_counter()
         model = fit_scope(_features(m, imgs["train"][0]), imgs["train"][1], args.components)
@@ -146,6 +153,28 @@ def main(argv: list[str] | None = None) -> int:
         meta["scope"] = entry
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
         report[m.name] = entry
+        val_ratios.append(val_d / thr)
+        if other_d is not None:
+            other_ratios.append(other_d / thr)
+    if predictor.is_ensemble:
+        # Out of scope when the largest member ratio passes the limit, set so that the ensemble as a
+        # whole keeps VAL_IN_SCOPE of the validation part (not each member, whose tails add up).
+        val_max = np.max(val_ratios, axis=0)
+        limit = ensemble_ratio_limit(val_ratios)
+        entry = dict(ratio_limit=limit, rule=f"largest member ratio <= ratio_limit, which keeps {VAL_IN_SCOPE:.1%} "
+                                            "of the validation part in scope (each member's own threshold alone "
+                                            "would keep only the share below)",
+                     val_in_scope=float((val_max <= limit).mean()),
+                     val_in_scope_by_every_member=float((val_max <= 1.0).mean()), n_val=int(len(val_max)),
+                     other_lab_out_of_scope=(float((np.max(other_ratios, axis=0) > limit).mean())
+                                             if other_ratios else None),
+                     command=report[predictor.members[0].name]["command"], git_commit=git_commit(),
+                     fitted=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        meta_file = predictor_meta_path(predictor)
+        meta = read_meta(meta_file) or {"model": predictor.name}
+        meta["scope"] = entry
+        meta_file.write_text(json.dumps(meta, indent=1) + "\n")
+        report[predictor.name] = entry
     print(json.dumps(report, indent=1))
     return 0
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from conftest import SAMPLES
-from core.scope import ScopeModel, choose_threshold, fit_scope, scope_path
+from core.scope import ScopeModel, choose_threshold, ensemble_ratio_limit, fit_scope, scope_path
 from core.status import Status
 
 
@@ -34,6 +34,28 @@ def test_threshold_keeps_the_validated_share_in_scope():
     assert (d <= t).mean() >= 0.99 and (d <= t - 1).mean() < 0.99
 
 
+def test_an_ensemble_keeps_the_validated_share_in_scope_not_each_member():
+    rng = np.random.default_rng(0)
+    # Two members whose 0.5% tails fall on different images: refusing when either refuses would
+    # refuse about 1% of the validation part.
+    a, b = rng.uniform(0, 1, 1000), rng.uniform(0, 1, 1000)
+    a[:5], b[5:10] = 1.2, 1.3
+    assert (np.maximum(a, b) <= 1).mean() == 0.99
+    limit = ensemble_ratio_limit([a, b], val_in=0.995)
+    assert (np.maximum(a, b) <= limit).mean() >= 0.995 and limit == 1.2
+    assert ensemble_ratio_limit([a / 2, b / 2], val_in=0.995) == 1.0  # never stricter than the members
+
+
+def test_an_ensembles_scope_limit_is_read_from_its_meta(monkeypatch, tmp_path):
+    from core.inference import load_predictor, predictor_meta_path
+
+    (tmp_path / "mdx.meta.json").write_text(json.dumps({"model": "mdx", "scope": {"ratio_limit": 1.25}}))
+    monkeypatch.setenv("LEUKOSCOPE_WEIGHTS", str(tmp_path))
+    mdx = load_predictor("mdx")
+    assert mdx.scope_limit == 1.25 and predictor_meta_path(mdx).name == "mdx.meta.json"
+    assert load_predictor("mobilenetv2-baseline").scope_limit == 1.0
+
+
 def test_an_image_beyond_the_threshold_is_out_of_scope_with_no_subtype(tiny_run, monkeypatch):
     from core.imageio import read_image
     from core.inference import load_predictor
@@ -51,6 +73,10 @@ def test_an_image_beyond_the_threshold_is_out_of_scope_with_no_subtype(tiny_run,
     assert all(r.status is Status.OUT_OF_SCOPE and r.label is None and r.confidence is None for r in recs)
     assert all(r.message.startswith("A blood smear, but unlike any image") and r.message.count(".") == 1 and r.scope_ratio > 1 for r in recs)
     assert json.loads(json.dumps(recs[0].to_dict()))["status"] == "out_of_scope"
+    predictor.scope_limit = 1e15  # the same member distances, under a (fitted) ensemble limit
+    recs = diagnose(predictor, [(f.name, f.read_bytes()) for f in files])
+    assert all(r.status in (Status.OK, Status.UNCERTAIN) and r.label for r in recs)
+    predictor.scope_limit = 1.0
     member.scope = ScopeModel(base.mean, base.components, base.class_means, base.precision, 1e12)
     recs = diagnose(predictor, [(f.name, f.read_bytes()) for f in files])
     assert all(r.status in (Status.OK, Status.UNCERTAIN) and r.label for r in recs)
