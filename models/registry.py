@@ -75,6 +75,13 @@ REGISTRY["lite1-mobilenetv2"] = ModelSpec(
             "not in the paper"),
 )
 
+REGISTRY["lite0-lite1-mobilenetv2"] = ModelSpec(
+    "lite0-lite1-mobilenetv2", "ensemble", "ensemble", "EfficientNet-Lite0 (TL) + EfficientNet-Lite1 (TL) + MobileNetV2",
+    members=("efficientnet_lite0-tl", "efficientnet_lite1-tl", "mobilenetv2-baseline"), in_paper=False,
+    note=N_("soft voting; offline ImageNet transfer learning (Lite0; Lite1 trained to ignore the slide's background "
+            "and scale bar) with a from-scratch MobileNetV2; not in the paper"),
+)
+
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for `name` ("default" resolves to the shipped default)."""
