@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(predictor, images, labels, val=val, robustness=args.robustness,
                       calibrated=args.split != "val")
     probs, raw = result.pop("_probs"), result.pop("_raw")
+    saves_calibration = args.calibrate and predictor.views == 1 and "temperature" in result["calibration"]
+    if saves_calibration:
+        # From here on the predictor is the one the app will load: the gate says what it would do.
+        predictor.temperature = result["calibration"]["temperature"]
+        predictor.threshold = result["calibration"]["threshold"]
     if args.gate:
         result["gate"] = gate_report(predictor, images, labels, paths, root)
     record = {
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(record, indent=1) + "\n")
     if args.calibrate and predictor.views > 1:
         print("note: --calibrate is ignored with --views: the shipped calibration is for one view", file=sys.stderr)
-    elif args.calibrate and "temperature" in result["calibration"]:
+    elif saves_calibration:
         save_calibration(predictor, result["calibration"])
     pc = result["per_class"]
     print(json.dumps({"model": predictor.name, "split": args.split, "n_images": result["n_images"],
@@ -292,6 +297,7 @@ def gate_report(predictor: Predictor, images: list[np.ndarray], labels: np.ndarr
     predicted = np.array([CLASS_FOLDERS.index(next(c for c in CLASS_FOLDERS if DISPLAY_NAMES[c] == r.label))
                           if r.label else -1 for r in records])
     return {
+        "temperature": predictor.temperature, "threshold": predictor.threshold,  # what decided ok / uncertain
         "counts": {s.value: int((status == s.value).sum()) for s in Status},
         "withheld_fraction": float(1 - given.mean()) if len(given) else None,
         "accuracy_of_subtypes_given": float((predicted == labels)[given].mean()) if given.any() else None,

@@ -106,6 +106,24 @@ def test_a_deadline_at_the_papers_constant_rate_is_not_a_deviation_unless_it_end
         "time_budget_seconds": 420, "lr_schedule": "cosine"}
 
 
+def test_evaluate_gate_uses_the_calibration_it_fits_and_saves(tiny_run, tmp_path, samples_manifest, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = run / "mobilenetv2-baseline.meta.json"
+    meta.write_text(json.dumps(dict(json.loads(meta.read_text()), temperature=7.0, threshold=0.01)))  # stale
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--run", str(run),
+                          "--split", "test", "--calibrate", "--gate", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    fitted, gate = res["calibration"], res["gate"]
+    assert (gate["temperature"], gate["threshold"]) == (fitted["temperature"], fitted["threshold"]) != (7.0, 0.01)
+    assert sum(gate["counts"].values()) == res["n_images"]
+    saved = json.loads(meta.read_text())
+    assert (saved["temperature"], saved["threshold"]) == (fitted["temperature"], fitted["threshold"])
+
+
 def test_evaluate_split_val_reports_the_validation_part(tiny_run, tmp_path, samples_manifest):
     out = tmp_path / "val.json"
     assert evaluate_main(["--data", str(SAMPLES), "--manifest", str(samples_manifest), "--run", str(tiny_run),
