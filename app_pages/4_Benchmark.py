@@ -308,10 +308,11 @@ def default_choice_tab(b: Benchmark) -> None:
         return
     rec, table = choice
     st.markdown(_("**Rule** (validation part only, {n} images; the test part is never read): {rule}.").format(
-        n=rec["n_images"], rule=rec["rule"]))
+        n=rec["n_images"], rule=_(rec["rule"])))  # the rule as recorded; in the reader's language when known
     st.caption(_("Every soft-voting ensemble of the candidates within {mib} MiB of weights.").format(
         mib=f"{rec['budget_mib']:g}") + f" `{rec['command']}` · {rec['device']} · {rec['evaluated']}")
-    show_table(table)
+    show_table(table, column_config={c: PCT for c in ("accuracy", "grayscale_accuracy",
+                                                      "neutral_background_accuracy", "benign_recall")})
     download(table, "default_choice", "bm_dl_choice")
 
 

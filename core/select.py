@@ -31,11 +31,12 @@ import numpy as np
 from core.audit import neutralise
 from core.augment import to_grayscale
 from core.cli import data_options
+from core.i18n import N_
 from core.dataset import DatasetError, file_sha256, load_manifest, manifest_hash, manifest_part, resolve_data_dir
 from core.labels import CLASS_FOLDERS
 from core.metrics import classification_metrics
 
-RULE = ("highest validation accuracy; entries within one image of it stay in the running; among them the "
+RULE = N_("highest validation accuracy; entries within one image of it stay in the running; among them the "
         "highest robust accuracy (the lower of the accuracies on grayscale copies and on copies with a neutral "
         "background and the scale bar covered); then the lowest validation log loss; then the smallest weights")
 
