@@ -119,6 +119,9 @@ COLUMN_LABELS = {
     "chosen": N_("chosen"), "members": N_("members"), "n_errors": N_("errors"),
     "neutral_background_accuracy": N_("neutral background %"), "log_loss": N_("log loss"),
     "benign_recall": N_("Benign recall %"), "size_mib": N_("weights MiB"),
+    # Per-class recall of the session-aware table (core.labels.CLASS_FOLDERS).
+    "recall_Benign": N_("Benign recall %"), "recall_Early": N_("Early Pre-B recall %"),
+    "recall_Pre": N_("Pre-B recall %"), "recall_Pro": N_("Pro-B recall %"),
 }
 
 

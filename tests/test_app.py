@@ -490,6 +490,12 @@ def test_benchmark_data_runs_and_speed(tmp_path, tiny_run):
     assert list(speed["model"]) == ["a", "b"] and set(speed["file"]) == {"bench_x.json"}
     assert bd.to_csv(pd.DataFrame({"a": [1]})) == b"a\n1\n"
     assert bd.default_choice(tmp_path) is None
+    # Every column of the shipped session-aware and default-choice tables has a header in the reader's language.
+    from app.common import COLUMN_LABELS
+
+    shipped = ROOT / "benchmarks" / "results"
+    assert set(bd.cv_table(bd.load_cv(shipped / "cv")).columns) <= set(COLUMN_LABELS)
+    assert set(bd.default_choice(shipped)[1].columns) <= set(COLUMN_LABELS)
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "selection.json").write_text(json.dumps({"chosen": {}, "ensembles": [{"members": 3}]}))
     assert bd.default_choice(tmp_path) is None  # unreadable: the page says so instead of failing
