@@ -23,16 +23,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.augment import slide_mask
 from core.cli import data_options, model_option, sample_options
 from core.crossval import Scheme, make_folds
 from core.metrics import balanced_accuracy
-from core.dataset import (PROJECT_ROOT, SCALE_BAR_FROM, DatasetError, load_manifest, manifest_hash,
-                          manifest_part, resolve_data_dir, scan_dataset)
+from core.dataset import (PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
+                          resolve_data_dir, scale_bar_corner, scan_dataset)
 from core.labels import CLASS_FOLDERS
 
 SIDE = 224  # the dataset's own size; other sizes are resized to it first
-#: The scale-bar corner (`core.dataset.SCALE_BAR_FROM`) as rows and columns at 224 px.
-SCALE_BAR = (slice(round(SCALE_BAR_FROM[0] * SIDE), SIDE), slice(round(SCALE_BAR_FROM[1] * SIDE), SIDE))
+SCALE_BAR = scale_bar_corner((SIDE, SIDE))  # rows and columns of the scale-bar corner at 224 px
 NEUTRAL = np.array([225, 225, 225], dtype=np.uint8)  # a light grey slide, neither pink nor blue
 MIN_OBJECT_PX = 20
 
@@ -72,8 +72,7 @@ def neutralise(rgb: np.ndarray, background: bool = True, scale_bar: bool = True)
     neutral grey and/or the scale-bar corner filled with that grey."""
     out = cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (SIDE, SIDE) else rgb.copy()
     if background:
-        stained = cv2.dilate(_stained(out).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        out[~stained] = NEUTRAL
+        out[slide_mask(out)] = NEUTRAL
     if scale_bar:
         out[SCALE_BAR] = NEUTRAL
     return out

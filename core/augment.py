@@ -93,7 +93,7 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
     return (x * 255.0 + 0.5).astype(np.uint8)
 
 
-def _slide_mask(img: np.ndarray) -> np.ndarray:
+def slide_mask(img: np.ndarray) -> np.ndarray:
     """Pixels of the unstained slide: outside every stained cell (red or white), one pixel of
     margin kept around the cells so their rims stay as captured."""
     from core.cells import nucleus_map
@@ -105,7 +105,7 @@ def _slide_mask(img: np.ndarray) -> np.ndarray:
 def repaint_background(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy of an RGB uint8 image with its unstained slide set to one random light, weakly
     tinted colour with a little noise (as another session's slide and lamp might look)."""
-    slide = _slide_mask(img)
+    slide = slide_mask(img)
     tint = np.array([[[rng.uniform(0, 180), rng.uniform(0, 35), rng.uniform(195, 250)]]], np.float32)
     colour = cv2.cvtColor(tint.astype(np.uint8), cv2.COLOR_HSV2RGB).reshape(3).astype(np.float32)
     noise = rng.normal(0.0, 3.0, (int(slide.sum()), 3)).astype(np.float32)
@@ -117,14 +117,12 @@ def repaint_background(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def cover_scale_bar(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy of an RGB uint8 image with the scale-bar corner (`core.dataset.SCALE_BAR_FROM`)
     filled with the median colour of its own slide, plus a little noise."""
-    from core.dataset import SCALE_BAR_FROM
+    from core.dataset import scale_bar_corner
 
-    h, w = img.shape[:2]
-    slide = _slide_mask(img)
+    slide = slide_mask(img)
     colour = np.median(img[slide], axis=0) if slide.sum() >= 50 else np.percentile(img.reshape(-1, 3), 90, axis=0)
-    r0, c0 = round(SCALE_BAR_FROM[0] * h), round(SCALE_BAR_FROM[1] * w)
     out = img.copy()
-    corner = out[r0:, c0:]
+    corner = out[scale_bar_corner(img.shape)]
     corner[...] = np.clip(colour + rng.normal(0.0, 3.0, corner.shape), 0, 255).astype(np.uint8)
     return out
 

@@ -36,6 +36,12 @@ PARTS = ("train", "val", "test")
 SCALE_BAR_FROM = (0.875, 0.75)
 
 
+def scale_bar_corner(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Rows and columns of the scale-bar corner (`SCALE_BAR_FROM`) in an image of this shape."""
+    h, w = shape[:2]
+    return slice(round(SCALE_BAR_FROM[0] * h), h), slice(round(SCALE_BAR_FROM[1] * w), w)
+
+
 class DatasetError(LeukoScopeError, ValueError):
     """The dataset folder is not usable; the message names the path and the problem."""
 

@@ -31,8 +31,8 @@ import numpy as np
 from core.audit import neutralise
 from core.augment import to_grayscale
 from core.cli import data_options
-from core.i18n import N_
 from core.dataset import DatasetError, file_sha256, load_manifest, manifest_hash, manifest_part, resolve_data_dir
+from core.i18n import N_
 from core.labels import CLASS_FOLDERS
 from core.metrics import classification_metrics
 

@@ -71,11 +71,11 @@ def test_drop_remainder_gives_one_batch_shape_and_new_images_each_epoch():
 
 
 def test_session_robust_repaints_only_the_slide_and_covers_the_scale_bar():
-    from core.augment import SESSION_ROBUST, _slide_mask, cover_scale_bar, repaint_background
+    from core.augment import SESSION_ROBUST, cover_scale_bar, repaint_background, slide_mask
     from core.dataset import SCALE_BAR_FROM
 
     img = _img()
-    slide = _slide_mask(img)
+    slide = slide_mask(img)
     assert 0.05 < slide.mean() < 0.95  # a smear has both cells and slide between them
     painted = repaint_background(img, np.random.default_rng(0))
     assert np.array_equal(painted[~slide], img[~slide])  # every stained cell as captured
