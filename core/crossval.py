@@ -16,7 +16,7 @@ out-of-fold predictions give balanced accuracy, macro-F1, per-class recall and t
 confusion matrix, with a 95% bootstrap interval that resamples capture blocks (runs of
 `--block` consecutive numbers of a class), not images, since neighbours are not
 independent. Recipes:
-- `tl-two-stage`, `tl-session-robust` and `paper`: `core.train` with that recipe (the shipped default's
+- `tl-two-stage`, `tl-session-robust`, `tl-scale-robust` and `paper`: `core.train` with that recipe (the shipped default's
   recipe on EfficientNet-Lite0, and the paper's protocol from scratch on MobileNetV2 unless
   `--model` says otherwise), one subprocess per fold, resumable;
 - `frozen-probe`: ImageNet EfficientNet-Lite features, frozen, with a logistic-regression
@@ -57,6 +57,7 @@ class Scheme(str, enum.Enum):
 #: recipe -> the registry model it trains by default (the shipped default's family for
 #: transfer learning; the paper's cheapest network for its own protocol).
 DEFAULT_MODEL = {"tl-two-stage": "efficientnet_lite0-tl", "tl-session-robust": "efficientnet_lite0-tl",
+                 "tl-scale-robust": "efficientnet_lite0-tl",
                  "paper": "mobilenetv2-baseline",
                  "frozen-probe": "efficientnet_lite0-tl"}
 ANCHOR = {

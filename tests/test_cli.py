@@ -264,6 +264,13 @@ def test_the_paper_preset_is_the_papers_protocol_and_deviations_are_recorded():
     assert replace(robust, name=two.name, description=two.description, augment=two.augment) == two
     assert robust.deviations_from_paper()["augment"] == "session-robust"
     assert robust.hyperparameters()["augment_config"]["background_p"] > 0
+    # The scale-robust recipe is the session-robust one with a wider zoom, and nothing else.
+    scale = RECIPES["tl-scale-robust"]
+    assert replace(scale, name=robust.name, description=robust.description, augment=robust.augment) == robust
+    zoom, robust_zoom = (r.hyperparameters()["augment_config"]["scale"] for r in (scale, robust))
+    assert zoom[0] < robust_zoom[0] and zoom[1] > robust_zoom[1]
+    assert {k: v for k, v in scale.hyperparameters()["augment_config"].items() if k != "scale"} == {
+        k: v for k, v in robust.hyperparameters()["augment_config"].items() if k != "scale"}
     # Flags override single fields of the recipe; unset flags keep the recipe's values.
     args = build_parser().parse_args(["--model", "m", "--out", "o", "--recipe", "tl-two-stage", "--lr", "3e-4"])
     cfg = config_from_args(args)
