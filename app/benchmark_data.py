@@ -608,7 +608,7 @@ def audit_tables(audit: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | No
     """(balanced accuracy % of each simple-feature group per scheme, the model on masked copies %)."""
     feats = audit["feature_audit"]
     schemes = list(feats)
-    rows = [{"features": g, "what": audit.get("features", {}).get(g, "all four groups together"),
+    rows = [{"features": g, "what": audit.get("features", {}).get(g, "all groups together"),
              **{s: _pct(feats[s][g]["balanced_accuracy"]) for s in schemes}}
             for g in feats[schemes[0]]]
     feature_df = pd.DataFrame(rows, columns=["features", *schemes, "what"])

@@ -5,7 +5,8 @@
 1. Simple features alone, each group with a logistic regression (scikit-learn) under the same
    contiguous session-aware folds as `core.crossval` (and the random twin): the background
    colour (pixels outside the stained cells of `core.cells`), the scale-bar corner, the mean
-   colour of the stained cells, and the count of stained objects. A high balanced accuracy
+   colour of the stained cells, the count of stained objects, and the magnification (the
+   red-cell diameter that `core.cells` measures its ruler with). A high balanced accuracy
    from the background or the scale bar means the dataset carries a shortcut a network can
    learn instead of the cell.
 2. The model (`--model`, default the shipped default) on copies of the test part of the split
@@ -36,7 +37,8 @@ SCALE_BAR = scale_bar_corner((SIDE, SIDE))  # rows and columns of the scale-bar 
 NEUTRAL = np.array([225, 225, 225], dtype=np.uint8)  # a light grey slide, neither pink nor blue
 MIN_OBJECT_PX = 20
 
-FEATURE_GROUPS = ("background colour", "scale-bar corner", "cell colour", "cell count")
+FEATURE_GROUPS = ("background colour", "scale-bar corner", "cell colour", "cell count", "red-cell size")
+ALL_GROUPS = "all together"
 
 
 def _stained(rgb: np.ndarray) -> np.ndarray:
@@ -64,7 +66,16 @@ def simple_features(rgb: np.ndarray) -> dict[str, np.ndarray]:
                                                                           & (corner[..., 1] < 100)).mean()]]),
         "cell colour": np.concatenate([np.median(rgb[cells], axis=0), np.median(hsv[cells], axis=0)]),
         "cell count": np.array([float((n_objects >= MIN_OBJECT_PX).sum()), float(stained.mean())]),
+        "red-cell size": _red_cell_size(rgb),
     }
+
+
+def _red_cell_size(rgb: np.ndarray) -> np.ndarray:
+    """[red-cell diameter in px (0 when unmeasurable), 1 when unmeasurable]: the magnification."""
+    from core.cells import find_white_cells
+
+    diameter = find_white_cells(rgb).rbc_diameter_px
+    return np.array([diameter or 0.0, float(diameter is None)])
 
 
 def neutralise(rgb: np.ndarray, background: bool = True, scale_bar: bool = True) -> np.ndarray:
@@ -95,7 +106,7 @@ def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], 
         if (i + 1) % 500 == 0:
             print(f"features {i + 1}/{len(records)}", flush=True)
     x_by_group = {g: np.stack(v) for g, v in feats.items()}
-    x_by_group["all four together"] = np.concatenate([x_by_group[g] for g in FEATURE_GROUPS], axis=1)
+    x_by_group[ALL_GROUPS] = np.concatenate([x_by_group[g] for g in FEATURE_GROUPS], axis=1)
     y = np.array([CLASS_FOLDERS.index(r.label) for r in records])
     hashes = [r.sha256 for r in records]
     out: dict = {}
@@ -170,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                              f"{SCALE_BAR[0].stop - SCALE_BAR[0].start}x"
                                              f"{SCALE_BAR[1].stop - SCALE_BAR[1].start} px",
                          "cell colour": "median RGB and HSV of the stained pixels",
-                         "cell count": f"stained objects of at least {MIN_OBJECT_PX} px, stained area fraction"},
+                         "cell count": f"stained objects of at least {MIN_OBJECT_PX} px, stained area fraction",
+                         "red-cell size": "the red-cell diameter in px (the magnification), and whether it "
+                                          "could be measured",
+                         ALL_GROUPS: "every group above in one model"},
             "feature_audit": feature_audit(root, folds, index.records, args.seed),
         }
         if args.model != "none":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+
 import numpy as np
 import pytest
 
@@ -115,7 +117,7 @@ def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeyp
 
 
 def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path):
-    from core.audit import FEATURE_GROUPS, main as audit_main, neutralise
+    from core.audit import ALL_GROUPS, FEATURE_GROUPS, main as audit_main, neutralise, simple_features
     from core.imageio import read_image
 
     out = tmp_path / "audit.json"
@@ -124,9 +126,15 @@ def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path)
     result = json.loads(out.read_text())
     for scheme in ("contiguous, embargo 1", "random"):
         groups = result["feature_audit"][scheme]
-        assert set(groups) == {*FEATURE_GROUPS, "all four together"}
+        assert set(groups) == {*FEATURE_GROUPS, ALL_GROUPS}
         assert all(0.0 <= g["balanced_accuracy"] <= 1.0 and g["n_images"] == 20 for g in groups.values())
     # the masked copy keeps the stained cells and greys out the slide and the scale-bar corner
+    # magnification: a 1.5x zoom of a field measures its red cells about 1.5 times larger
+    field = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-288.jpg")
+    size = simple_features(field)["red-cell size"]
+    zoomed = cv2.resize(field, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)[56:280, 56:280]
+    zoomed_size = simple_features(zoomed)["red-cell size"]
+    assert size[1] == zoomed_size[1] == 0.0 and 1.25 < zoomed_size[0] / size[0] < 1.75
     rgb = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-126.jpg")
     masked = neutralise(rgb)
     assert masked.shape == (224, 224, 3) and (masked[-10:, -10:] == 225).all()
