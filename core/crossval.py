@@ -54,6 +54,20 @@ class Scheme(str, enum.Enum):
     CONTIGUOUS = "contiguous"
 
 
+class TestCopy(str, enum.Enum):
+    """What a fold's model is shown of its test images."""
+    AS_CAPTURED = "as-captured"
+    NEUTRAL = "neutral"  # slide between the cells and scale-bar corner painted one grey (`core.audit.neutralise`)
+
+
+def oof_name(views: int, copy: TestCopy) -> str:
+    """The file a fold's out-of-fold predictions are kept in; other test-time settings predict
+    again with the same fold model into a file of their own."""
+    if views == 1 and copy is TestCopy.AS_CAPTURED:
+        return "oof.json"
+    return f"oof-views{views}-{copy.value}.json"
+
+
 #: recipe -> the registry model it trains by default (the shipped default's family for
 #: transfer learning; the paper's cheapest network for its own protocol).
 DEFAULT_MODEL = {"tl-two-stage": "efficientnet_lite0-tl", "tl-session-robust": "efficientnet_lite0-tl",
@@ -276,8 +290,16 @@ def run_train_recipe(fold_dir: Path, manifest_path: Path, root: Path, args) -> t
         resumable = (fold_dir / "checkpoint").exists() or (fold_dir / "warmup.done").exists()
         subprocess.run([*cmd, "--resume" if resumable else "--overwrite"], check=True, cwd=PROJECT_ROOT)
     predictor = predictor_from_run(fold_dir)
+    predictor.views = args.views
     manifest = json.loads(manifest_path.read_text())
-    files, labels, images = _read(root, manifest, "test", predictor.members[0].image_size)
+    copy = TestCopy(args.test_copy)
+    if copy is TestCopy.NEUTRAL:
+        from core.audit import SIDE, neutralise
+
+        files, labels, images = _read(root, manifest, "test", SIDE)  # the masks are drawn at 224 px
+        images = [neutralise(im) for im in images]
+    else:
+        files, labels, images = _read(root, manifest, "test", predictor.members[0].image_size)
     probs = predictor.combine(predictor.predict_members(list(images)), temperature=1.0)
     return files, labels, probs
 
@@ -344,6 +366,9 @@ RECIPE_CHOICES = tuple(DEFAULT_MODEL)
 def run(args) -> dict:
     from core.provenance import device_name, git_commit
 
+    copy = TestCopy(args.test_copy)
+    if args.recipe == "frozen-probe" and (args.views != 1 or copy is not TestCopy.AS_CAPTURED):
+        raise ValueError("--views and --test-copy apply to trained recipes; the frozen probe reads cached features")
     root = resolve_data_dir(args.data)
     index = scan_dataset(root)
     scheme = Scheme(args.scheme)
@@ -361,7 +386,7 @@ def run(args) -> dict:
     for i, part_of_hash in enumerate(folds):
         fold_dir = work / f"fold-{i}"
         fold_dir.mkdir(parents=True, exist_ok=True)
-        done = fold_dir / "oof.json"
+        done = fold_dir / oof_name(args.views, copy)
         manifest = _fold_manifest(index, part_of_hash, i, args)
         if done.is_file() and args.resume:
             oof = json.loads(done.read_text())
@@ -404,6 +429,7 @@ def run(args) -> dict:
         "scheme": scheme.value, "folds": args.folds, "embargo": args.embargo, "block": args.block,
         "recipe": args.recipe, "model": model_name, "seed": args.seed, "limit": args.limit,
         "epochs": args.epochs or None,
+        "test_time": {"views": args.views, "copy": copy.value},
         "data": str(root), "n_images_in_copy": len(index.records),
         "dataset_note": "this copy holds 2,932 of the 3,256 public images (324 kept back by the project)",
         "pooled_out_of_fold": pooled_metrics(all_files, labels, probs, args.block, args.seed),
@@ -432,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", choices=RECIPE_CHOICES, default="tl-two-stage")
     p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
-    p.add_argument("--work", help="folder for fold runs (default: runs/cv/<out name>)")
+    p.add_argument("--views", type=int, choices=(1, 8), default=1,
+                   help="8: average each test image over its flips and quarter turns")
+    p.add_argument("--test-copy", choices=[c.value for c in TestCopy], default=TestCopy.AS_CAPTURED.value,
+                   help="neutral: show the fold models their test images with the slide and scale bar grey")
+    p.add_argument("--work", help="folder for fold runs (default: runs/cv/<out name>); with --resume, "
+                                  "other --views/--test-copy settings reuse its trained fold models")
     p.add_argument("--resume", action="store_true", help="keep finished folds from --work")
     p.add_argument("--combine", nargs="+", metavar="RESULT.json",
                    help="instead of training: soft-vote these results (same folds) into one")

@@ -116,6 +116,16 @@ def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeyp
     assert main(["--combine", str(out), str(tmp_path / "missing.json"), "--out", str(both)]) == 2
 
 
+def test_test_time_settings_predict_into_their_own_file_and_not_for_the_probe(tmp_path):
+    from core.crossval import TestCopy, oof_name
+
+    names = {oof_name(v, c) for v in (1, 8) for c in TestCopy}
+    assert len(names) == 4 and oof_name(1, TestCopy.AS_CAPTURED) == "oof.json"
+    assert main(["--data", str(SAMPLES), "--folds", "2", "--recipe", "frozen-probe", "--views", "8",
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path):
     from core.audit import ALL_GROUPS, FEATURE_GROUPS, main as audit_main, neutralise, simple_features
     from core.imageio import read_image
