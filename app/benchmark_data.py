@@ -579,6 +579,14 @@ def cv_protocol(r: dict[str, Any]) -> str:
     return f"{r['folds']} random image-level folds (paper-style, flatters)"
 
 
+def cv_label(r: dict[str, Any]) -> str:
+    """The recipe, and the test-time settings when they are not plain (`core.crossval --views --test-copy`)."""
+    test_time = r.get("test_time") or {}
+    extra = ([f"{test_time['views']} views"] if test_time.get("views", 1) != 1 else []) + (
+        [f"{test_time['copy']} test copies"] if test_time.get("copy", "as-captured") != "as-captured" else [])
+    return r["recipe"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def cv_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per cross-validation result; percentages 0-100."""
     rows = []
@@ -586,7 +594,7 @@ def cv_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
         pooled = r["pooled_out_of_fold"]
         lo, hi = pooled["ci95"]["balanced_accuracy"]
         rows.append({
-            "recipe": r["recipe"], "model": r["model"], "scheme": r["scheme"], "protocol": cv_protocol(r),
+            "recipe": cv_label(r), "model": r["model"], "scheme": r["scheme"], "protocol": cv_protocol(r),
             "n_images": pooled["n_images"], "balanced_accuracy": _pct(pooled["balanced_accuracy"]),
             "ci_low": _pct(lo), "ci_high": _pct(hi), "macro_f1": _pct(pooled["macro_f1"]),
             **{f"recall_{c}": _pct(pooled["recall"][c]) for c in CLASS_FOLDERS},

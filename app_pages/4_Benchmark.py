@@ -343,7 +343,7 @@ def session_aware_tab(b: Benchmark) -> None:
                                        source=anchor["source"], n=f"{cv[0].get('n_images_in_copy', 2932):,}"))
         pairs: dict[str, dict[str, float]] = {}
         for r in cv:
-            pairs.setdefault(r["recipe"], {})[r["scheme"]] = r["pooled_out_of_fold"]["balanced_accuracy"]
+            pairs.setdefault(bd.cv_label(r), {})[r["scheme"]] = r["pooled_out_of_fold"]["balanced_accuracy"]
         for recipe, by in pairs.items():
             if {"random", "contiguous"} <= set(by):
                 st.markdown(f"- **{recipe}**: " + _(
@@ -354,7 +354,7 @@ def session_aware_tab(b: Benchmark) -> None:
                     drop=f"{100 * (by['random'] - by['contiguous']):.1f}"))
         st.caption(_("Intervals resample whole capture blocks (runs of consecutive file numbers of a class), "
                      "not single images, since neighbours are not independent."))
-        names = [f"{r['recipe']} · {r['scheme']}" for r in cv]
+        names = [f"{bd.cv_label(r)} · {r['scheme']}" for r in cv]
         pick = st.selectbox(_("Confusion matrix of"), names, key="bm_cv_pick")
         chosen = cv[names.index(pick)]
         matrix_grid([(pick, chosen["pooled_out_of_fold"]["confusion_matrix"])], b.filters.normalise, "bm_cv_cm",

@@ -496,6 +496,11 @@ def test_benchmark_data_runs_and_speed(tmp_path, tiny_run):
     shipped = ROOT / "benchmarks" / "results"
     assert set(bd.cv_table(bd.load_cv(shipped / "cv")).columns) <= set(COLUMN_LABELS)
     assert set(bd.default_choice(shipped)[1].columns) <= set(COLUMN_LABELS)
+    # Test-time settings are part of a row's name, so two rows of one recipe stay apart.
+    plain = {"recipe": "tl-session-robust", "test_time": {"views": 1, "copy": "as-captured"}}
+    assert bd.cv_label(plain) == bd.cv_label({"recipe": "tl-session-robust"}) == "tl-session-robust"
+    assert bd.cv_label({**plain, "test_time": {"views": 8, "copy": "neutral"}}) == (
+        "tl-session-robust (8 views, neutral test copies)")
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "selection.json").write_text(json.dumps({"chosen": {}, "ensembles": [{"members": 3}]}))
     assert bd.default_choice(tmp_path) is None  # unreadable: the page says so instead of failing
