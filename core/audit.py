@@ -89,9 +89,11 @@ def neutralise(rgb: np.ndarray, background: bool = True, scale_bar: bool = True)
     return out
 
 
-def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], records, seed: int) -> dict:
+def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], records,
+                  seed: int) -> tuple[dict, dict]:
     """Balanced accuracy of a logistic regression on each feature group (and all together),
-    pooled over the out-of-fold predictions of every scheme's folds."""
+    pooled over the out-of-fold predictions of every scheme's folds; and per class the median
+    and quartiles of the measurable red-cell diameters (px), with the unmeasurable fraction."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -109,6 +111,12 @@ def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], 
     x_by_group[ALL_GROUPS] = np.concatenate([x_by_group[g] for g in FEATURE_GROUPS], axis=1)
     y = np.array([CLASS_FOLDERS.index(r.label) for r in records])
     hashes = [r.sha256 for r in records]
+    size = x_by_group["red-cell size"]
+    magnification = {  # the red-cell diameter each class was captured at
+        c: {"median": float(np.median(size[(y == i) & (size[:, 1] == 0), 0])),
+            "quartiles": np.percentile(size[(y == i) & (size[:, 1] == 0), 0], [25, 75]).round(2).tolist(),
+            "unmeasured_fraction": float(size[y == i, 1].mean())}
+        for i, c in enumerate(CLASS_FOLDERS) if ((y == i) & (size[:, 1] == 0)).any()}
     out: dict = {}
     for scheme, folds in folds_by_scheme.items():
         out[scheme] = {}
@@ -124,7 +132,7 @@ def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], 
                 pred[test] = clf.predict(x[test])
             out[scheme][group] = {"balanced_accuracy": balanced_accuracy(y, pred), "n_images": int(len(y)),
                                   "n_features": int(x.shape[1])}
-    return out
+    return out, magnification
 
 
 def model_audit(model: str, root: Path, manifest_path: str | None) -> dict:
@@ -185,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                          "red-cell size": "the red-cell diameter in px (the magnification), and whether it "
                                           "could be measured",
                          ALL_GROUPS: "every group above in one model"},
-            "feature_audit": feature_audit(root, folds, index.records, args.seed),
         }
+        result["feature_audit"], result["red_cell_diameter_px_by_class"] = feature_audit(
+            root, folds, index.records, args.seed)
         if args.model != "none":
             result["model_audit"] = model_audit(args.model, root, args.manifest)
     except DatasetError as exc:

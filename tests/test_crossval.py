@@ -138,6 +138,8 @@ def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path)
         groups = result["feature_audit"][scheme]
         assert set(groups) == {*FEATURE_GROUPS, ALL_GROUPS}
         assert all(0.0 <= g["balanced_accuracy"] <= 1.0 and g["n_images"] == 20 for g in groups.values())
+    sizes = result["red_cell_diameter_px_by_class"]
+    assert set(sizes) == set(CLASS_FOLDERS) and all(10 < s["median"] < 30 for s in sizes.values())
     # the masked copy keeps the stained cells and greys out the slide and the scale-bar corner
     # magnification: a 1.5x zoom of a field measures its red cells about 1.5 times larger
     field = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-288.jpg")
