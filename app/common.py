@@ -122,6 +122,8 @@ COLUMN_LABELS = {
     # Per-class recall of the session-aware table (core.labels.CLASS_FOLDERS).
     "recall_Benign": N_("Benign recall %"), "recall_Early": N_("Early Pre-B recall %"),
     "recall_Pre": N_("Pre-B recall %"), "recall_Pro": N_("Pro-B recall %"),
+    # The shortcut audit's tables (core.audit).
+    "features": N_("features"), "what": N_("what"), "copy": N_("copy"), "random": N_("random"),
 }
 
 

@@ -371,6 +371,7 @@ def shortcut_audit(cv_dir: Path) -> None:
         st.info(_("No audit yet: run `python -m core.audit --data DIR`."))
         return
     feats, model_df = bd.audit_tables(audit)
+    feats["features"] = feats["features"].map(_)  # the group names are marked in core.audit
     st.markdown(_("Balanced accuracy (%) of a logistic regression on simple features alone, under the same "
                   "folds (chance is 25%). High values mean the dataset carries a shortcut a network could "
                   "learn instead of the cell."))
@@ -381,6 +382,7 @@ def shortcut_audit(cv_dir: Path) -> None:
         st.markdown(_("**{model}** on copies of the {split} ({n} images) with the slide between the cells "
                       "painted a neutral grey and the scale-bar corner masked. A model that has learned the "
                       "cell keeps its accuracy.").format(model=m["model"], split=m["split"], n=m["n_images"]))
+        model_df["copy"] = model_df["copy"].map(_)  # the copies' names are marked in core.audit
         show_table(model_df,
                    column_config={"accuracy": PCT, "balanced_accuracy": PCT})
     st.caption(f"`{audit['command']}` · {audit['device']} · " + _("commit {commit}").format(

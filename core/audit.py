@@ -30,6 +30,7 @@ from core.crossval import Scheme, make_folds
 from core.metrics import balanced_accuracy
 from core.dataset import (PROJECT_ROOT, DatasetError, load_manifest, manifest_hash, manifest_part,
                           resolve_data_dir, scale_bar_corner, scan_dataset)
+from core.i18n import N_
 from core.labels import CLASS_FOLDERS
 
 SIDE = 224  # the dataset's own size; other sizes are resized to it first
@@ -37,8 +38,10 @@ SCALE_BAR = scale_bar_corner((SIDE, SIDE))  # rows and columns of the scale-bar 
 NEUTRAL = np.array([225, 225, 225], dtype=np.uint8)  # a light grey slide, neither pink nor blue
 MIN_OBJECT_PX = 20
 
-FEATURE_GROUPS = ("background colour", "scale-bar corner", "cell colour", "cell count", "red-cell size")
-ALL_GROUPS = "all together"
+# Marked for translation: the Benchmark page shows them in the reader's language.
+FEATURE_GROUPS = (N_("background colour"), N_("scale-bar corner"), N_("cell colour"), N_("cell count"),
+                  N_("red-cell size"))
+ALL_GROUPS = N_("all together")
 
 
 def _stained(rgb: np.ndarray) -> np.ndarray:
@@ -146,11 +149,11 @@ def model_audit(model: str, root: Path, manifest_path: str | None) -> dict:
     images = [cv2.resize(im, (SIDE, SIDE), interpolation=cv2.INTER_AREA) if im.shape[:2] != (SIDE, SIDE) else im
               for im in (read_image(p) for p in paths)]
     predictor = load_predictor(model)
-    variants = {
-        "as captured": images,
-        "neutral background": [neutralise(im, background=True, scale_bar=False) for im in images],
-        "scale bar masked": [neutralise(im, background=False, scale_bar=True) for im in images],
-        "both": [neutralise(im) for im in images],
+    variants = {  # names marked for the Benchmark page
+        N_("as captured"): images,
+        N_("neutral background"): [neutralise(im, background=True, scale_bar=False) for im in images],
+        N_("scale bar masked"): [neutralise(im, background=False, scale_bar=True) for im in images],
+        N_("both"): [neutralise(im) for im in images],
     }
     result = {"model": predictor.name, "weights": [str(m.weights_path.name) for m in predictor.members],
               "split": "test part of the split manifest", "manifest_hash": manifest_hash(manifest),
