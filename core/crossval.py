@@ -22,7 +22,9 @@ independent. Recipes:
 - `frozen-probe`: ImageNet EfficientNet-Lite features, frozen, with a logistic-regression
   head (scikit-learn, C chosen on the fold's validation part): minutes on a CPU.
 
-Finished folds are kept under `--work`; run again with `--resume` to continue.
+Finished folds are kept under `--work`; run again with `--resume` to continue. With `--resume`
+and another `--views 8` / `--test-copy neutral`, a trained recipe's fold models predict their test
+blocks again (8 flips and turns averaged; slide and scale bar painted grey), without retraining.
 """
 from __future__ import annotations
 
