@@ -581,9 +581,12 @@ def cv_protocol(r: dict[str, Any]) -> str:
 
 def cv_label(r: dict[str, Any]) -> str:
     """The recipe, and the test-time settings when they are not plain (`core.crossval --views --test-copy`)."""
+    from core.crossval import TestCopy  # the closed set of test copies lives there
+
     test_time = r.get("test_time") or {}
     extra = ([f"{test_time['views']} views"] if test_time.get("views", 1) != 1 else []) + (
-        [f"{test_time['copy']} test copies"] if test_time.get("copy", "as-captured") != "as-captured" else [])
+        [f"{test_time['copy']} test copies"]
+        if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value else [])
     return r["recipe"] + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -114,12 +114,14 @@ def feature_audit(root: Path, folds_by_scheme: dict[str, list[dict[str, str]]], 
     x_by_group[ALL_GROUPS] = np.concatenate([x_by_group[g] for g in FEATURE_GROUPS], axis=1)
     y = np.array([CLASS_FOLDERS.index(r.label) for r in records])
     hashes = [r.sha256 for r in records]
-    size = x_by_group["red-cell size"]
-    magnification = {  # the red-cell diameter each class was captured at
-        c: {"median": float(np.median(size[(y == i) & (size[:, 1] == 0), 0])),
-            "quartiles": np.percentile(size[(y == i) & (size[:, 1] == 0), 0], [25, 75]).round(2).tolist(),
-            "unmeasured_fraction": float(size[y == i, 1].mean())}
-        for i, c in enumerate(CLASS_FOLDERS) if ((y == i) & (size[:, 1] == 0)).any()}
+    diameter, unmeasured = x_by_group["red-cell size"].T
+    magnification = {}  # the red-cell diameter each class was captured at
+    for i, c in enumerate(CLASS_FOLDERS):
+        measured = diameter[(y == i) & (unmeasured == 0)]
+        if len(measured):
+            magnification[c] = {"median": float(np.median(measured)),
+                                "quartiles": np.percentile(measured, [25, 75]).round(2).tolist(),
+                                "unmeasured_fraction": float(unmeasured[y == i].mean())}
     out: dict = {}
     for scheme, folds in folds_by_scheme.items():
         out[scheme] = {}

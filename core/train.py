@@ -116,8 +116,8 @@ RECIPES["tl-session-robust"] = replace(
     RECIPES["tl-two-stage"], name="tl-session-robust", augment="session-robust",
     description="tl-two-stage with the session-robust augmentation: also the slide between the cells repainted "
                 "in a random light tint and the scale bar covered, each on half the training images")
-# Issue 13, fold 0 of the session-aware folds: the Pre-B fields called wrong had smaller red cells
-# (median 18.6 px) than those called right (21 px), and the classes differ in magnification.
+# Issue 13: the classes differ in magnification (the shortcut audit's red-cell diameters per class,
+# benchmarks/results/cv/audit.json), and so do the capture sessions.
 RECIPES["tl-scale-robust"] = replace(
     RECIPES["tl-session-robust"], name="tl-scale-robust", augment="scale-robust",
     description="tl-session-robust with a wider zoom (0.7-1.4 instead of 0.85-1.15), since magnification "

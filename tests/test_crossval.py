@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import cv2
-
 import numpy as np
 import pytest
 
@@ -140,13 +139,13 @@ def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path)
         assert all(0.0 <= g["balanced_accuracy"] <= 1.0 and g["n_images"] == 20 for g in groups.values())
     sizes = result["red_cell_diameter_px_by_class"]
     assert set(sizes) == set(CLASS_FOLDERS) and all(10 < s["median"] < 30 for s in sizes.values())
-    # the masked copy keeps the stained cells and greys out the slide and the scale-bar corner
     # magnification: a 1.5x zoom of a field measures its red cells about 1.5 times larger
     field = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-288.jpg")
     size = simple_features(field)["red-cell size"]
     zoomed = cv2.resize(field, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)[56:280, 56:280]
     zoomed_size = simple_features(zoomed)["red-cell size"]
     assert size[1] == zoomed_size[1] == 0.0 and 1.25 < zoomed_size[0] / size[0] < 1.75
+    # the masked copy keeps the stained cells and greys out the slide and the scale-bar corner
     rgb = read_image(SAMPLES / "Original" / "Benign" / "WBC-Benign-126.jpg")
     masked = neutralise(rgb)
     assert masked.shape == (224, 224, 3) and (masked[-10:, -10:] == 225).all()
