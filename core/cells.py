@@ -190,6 +190,30 @@ class WhiteCells:
         cv2.drawContours(out, [c.contour for c in self.cells], -1, color, thickness, cv2.LINE_AA)
         return out
 
+    def crops(self, rgb: np.ndarray, k: int = 3, context: float = 2.0, min_side: int = 32,
+              fill: tuple[int, int, int] = (225, 225, 225)) -> list[np.ndarray]:
+        """Square RGB crops of ``rgb`` (the analysed image or one of the same size) centred on
+        the ``k`` largest cells, each ``context`` nucleus diameters wide (at least ``min_side``
+        px); parts beyond the image edge are ``fill``. A cell centred within a larger chosen
+        cell's diameter of it is skipped. Largest first; empty when no cells."""
+        if rgb.shape[:2] != self.mask.shape:
+            raise ValueError(f"image is {rgb.shape[:2]}, the cells were found on {self.mask.shape}")
+        if k < 1 or context <= 0:
+            raise ValueError("k must be at least 1 and context positive")
+        out, centres = [], []
+        for cell in sorted(self.cells, key=lambda c: -c.area_px):
+            if len(out) == k:
+                break
+            # A piece of a nucleus already cropped (a lobe, an over-split clump) adds no new cell.
+            if any(np.hypot(cell.centroid[0] - cx, cell.centroid[1] - cy) < d for cx, cy, d in centres):
+                continue
+            centres.append((*cell.centroid, cell.diameter_px))
+            half = max(min_side, int(round(context * cell.diameter_px))) // 2
+            pad = cv2.copyMakeBorder(rgb, half, half, half, half, cv2.BORDER_CONSTANT, value=fill)
+            x, y = (int(round(v)) + half for v in cell.centroid)  # centre, in the padded image
+            out.append(pad[y - half:y + half, x - half:x + half].copy())
+        return out
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: count, median diameter, ruler, smallest counted size."""
         med = self.median_diameter_px

@@ -20,7 +20,10 @@ independent. Recipes:
   recipe on EfficientNet-Lite0, and the paper's protocol from scratch on MobileNetV2 unless
   `--model` says otherwise), one subprocess per fold, resumable;
 - `frozen-probe`: ImageNet EfficientNet-Lite features, frozen, with a logistic-regression
-  head (scikit-learn, C chosen on the fold's validation part): minutes on a CPU.
+  head (scikit-learn, C chosen on the fold's validation part): minutes on a CPU. `--probe-input`
+  says what the features are taken of: the image as captured, its neutral copy (slide and scale
+  bar grey), or the white cells alone (crops of the neutral copy around the largest nuclei,
+  features averaged).
 
 Finished folds are kept under `--work`; run again with `--resume` to continue. With `--resume`
 and another `--views 8` / `--test-copy neutral`, a trained recipe's fold models predict their test
@@ -60,6 +63,17 @@ class TestCopy(str, enum.Enum):
     """What a fold's model is shown of its test images."""
     AS_CAPTURED = "as-captured"
     NEUTRAL = "neutral"  # slide between the cells and scale-bar corner painted one grey (`core.audit.neutralise`)
+
+
+class ProbeInput(str, enum.Enum):
+    """What the frozen probe's features are taken of."""
+    IMAGE = "image"  # the whole field as captured
+    NEUTRAL = "neutral"  # the whole field, slide and scale bar grey (`core.audit.neutralise`)
+    CELLS = "cells"  # the largest white cells of the neutral copy, cropped; features averaged
+
+
+#: cells cropped per image for `ProbeInput.CELLS`, and each crop's width in nucleus diameters
+PROBE_CELLS, PROBE_CELL_CONTEXT = 3, 2.0
 
 
 def oof_name(views: int, copy: TestCopy) -> str:
@@ -306,16 +320,45 @@ def run_train_recipe(fold_dir: Path, manifest_path: Path, root: Path, args) -> t
     return files, labels, probs
 
 
-def _probe_features(root: Path, index, work: Path, model_name: str, image_size: int) -> dict[str, np.ndarray]:
-    """Frozen ImageNet features (the head's pooled vector) of every image, cached in `work`."""
-    cache = work / f"features-{model_name}-{image_size}.npz"
+def _probe_views(rgb: np.ndarray, probe_input: ProbeInput, size: int) -> list[np.ndarray]:
+    """The square images (size x size uint8) whose features describe one field."""
+    import cv2
+
+    from core.imageio import resize_square
+
+    if probe_input is ProbeInput.IMAGE:
+        return [resize_square(rgb, size)]
+    from core.audit import NEUTRAL, SIDE, neutralise
+
+    if rgb.shape[:2] != (SIDE, SIDE):  # the dataset's own 224 px, where the masks are drawn
+        rgb = cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    neutral = neutralise(rgb)
+    crops = []
+    if probe_input is ProbeInput.CELLS:
+        from core.cells import find_white_cells
+
+        # Cells are found on the field as captured (its slide colour is the finder's reference)
+        # and cropped from the neutral copy.
+        crops = find_white_cells(rgb).crops(neutral, PROBE_CELLS, PROBE_CELL_CONTEXT,
+                                            fill=tuple(int(v) for v in NEUTRAL))
+    # A field where no white cell is found is described by its neutral copy.
+    return [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size else cv2.INTER_LINEAR)
+            for c in (crops or [neutral])]
+
+
+def _probe_features(root: Path, index, work: Path, model_name: str, image_size: int,
+                    probe_input: ProbeInput = ProbeInput.IMAGE) -> dict[str, np.ndarray]:
+    """Frozen ImageNet features (the head's pooled vector) of every image, averaged over its
+    `_probe_views`, cached in `work`."""
+    suffix = "" if probe_input is ProbeInput.IMAGE else f"-{probe_input.value}"
+    cache = work / f"features-{model_name}-{image_size}{suffix}.npz"
     if cache.is_file():
         data = np.load(cache)
         return dict(zip(data["files"].tolist(), data["features"]))
     import keras
 
+    from core.imageio import ImageError, read_image
     from core.labels import N_CLASSES as NC
-    from core.loader import load_images
     from models.architectures import HEAD_POOL
     from models.registry import build
 
@@ -324,11 +367,18 @@ def _probe_features(root: Path, index, work: Path, model_name: str, image_size: 
     files = [r.file for r in index.records]
     feats = []
     for start in range(0, len(files), 64):
-        chunk = files[start:start + 64]
-        images, ok, errors = load_images([root / f for f in chunk], image_size)
-        if errors:
-            raise DatasetError(f"unreadable images: {errors[:3]}")
-        feats.append(features_of.predict(images.astype(np.float32) / 255.0, verbose=0))
+        chunk, views, owner = files[start:start + 64], [], []
+        for j, f in enumerate(chunk):
+            try:
+                rgb = read_image(root / f)
+            except ImageError as exc:
+                raise DatasetError(f"unreadable image {f}: {exc}") from exc
+            v = _probe_views(rgb, probe_input, image_size)
+            views += v
+            owner += [j] * len(v)
+        out = features_of.predict(np.stack(views).astype(np.float32) / 255.0, verbose=0)
+        owner = np.array(owner)
+        feats.append(np.stack([out[owner == j].mean(axis=0) for j in range(len(chunk))]))
         print(f"features {start + len(chunk)}/{len(files)}", flush=True)
     features = np.concatenate(feats)
     work.mkdir(parents=True, exist_ok=True)
@@ -371,6 +421,8 @@ def run(args) -> dict:
     copy = TestCopy(args.test_copy)
     if args.recipe == "frozen-probe" and (args.views != 1 or copy is not TestCopy.AS_CAPTURED):
         raise ValueError("--views and --test-copy apply to trained recipes; the frozen probe reads cached features")
+    if args.recipe != "frozen-probe" and args.probe_input != ProbeInput.IMAGE.value:
+        raise ValueError("--probe-input applies to the frozen probe only")
     root = resolve_data_dir(args.data)
     index = scan_dataset(root)
     scheme = Scheme(args.scheme)
@@ -383,7 +435,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     features = None
     if args.recipe == "frozen-probe":
-        features = _probe_features(root, index, work, model_name, args.image_size)
+        features = _probe_features(root, index, work, model_name, args.image_size, ProbeInput(args.probe_input))
     fold_records, all_files, all_labels, all_probs = [], [], [], []
     for i, part_of_hash in enumerate(folds):
         fold_dir = work / f"fold-{i}"
@@ -432,6 +484,8 @@ def run(args) -> dict:
         "recipe": args.recipe, "model": model_name, "seed": args.seed, "limit": args.limit,
         "epochs": args.epochs or None,
         "test_time": {"views": args.views, "copy": copy.value},
+        **({"probe": {"input": args.probe_input, "image_size": args.image_size}}
+           if args.recipe == "frozen-probe" else {}),
         "data": str(root), "n_images_in_copy": len(index.records),
         "dataset_note": "this copy holds 2,932 of the 3,256 public images (324 kept back by the project)",
         "pooled_out_of_fold": pooled_metrics(all_files, labels, probs, args.block, args.seed),
@@ -459,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=37, help="capture-block length for the bootstrap interval")
     p.add_argument("--recipe", choices=RECIPE_CHOICES, default="tl-two-stage")
     p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
+    p.add_argument("--probe-input", choices=[v.value for v in ProbeInput], default=ProbeInput.IMAGE.value,
+                   help="frozen probe: features of the image as captured, of its neutral copy (slide and scale "
+                        "bar grey) or of its largest white cells alone")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     p.add_argument("--views", type=int, choices=(1, 8), default=1,
                    help="8: average each test image over its flips and quarter turns")

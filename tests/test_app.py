@@ -501,6 +501,10 @@ def test_benchmark_data_runs_and_speed(tmp_path, tiny_run):
     assert bd.cv_label(plain) == bd.cv_label({"recipe": "tl-session-robust"}) == "tl-session-robust"
     assert bd.cv_label({**plain, "test_time": {"views": 8, "copy": "neutral"}}) == (
         "tl-session-robust (8 views, neutral test copies)")
+    probe = {"recipe": "frozen-probe", "probe": {"input": "cells", "image_size": 224}}
+    assert bd.cv_label(probe) == "frozen-probe (features of the cells, 224 px)"
+    assert bd.cv_label({**probe, "probe": {"input": "neutral", "image_size": 160}}) == (
+        "frozen-probe (features of the neutral copy, 160 px)")
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "selection.json").write_text(json.dumps({"chosen": {}, "ensembles": [{"members": 3}]}))
     assert bd.default_choice(tmp_path) is None  # unreadable: the page says so instead of failing

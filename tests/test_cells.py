@@ -109,6 +109,37 @@ def test_result_fields():
     json.dumps(res.summary())
 
 
+def test_crops_centre_the_largest_cells_once_each_and_pad_at_the_edge():
+    # a big nucleus, a smaller one at the image edge, and a third far away: k=2 takes the two largest
+    rgb = _field(nuclei=((150, 150, 24), (12, 60, 18), (240, 240, 14)))
+    res = find_white_cells(rgb)
+    crops = res.crops(rgb, k=2, context=2.0, fill=(1, 2, 3))
+    assert len(crops) == 2
+    big = max(res.cells, key=lambda c: c.area_px)
+    side = int(round(2.0 * big.diameter_px)) // 2 * 2
+    assert crops[0].shape == (side, side, 3)
+    centre = crops[0][side // 2 - 3:side // 2 + 3, side // 2 - 3:side // 2 + 3].reshape(-1, 3).mean(0)
+    assert centre[2] > centre[1] + 40  # the purple nucleus sits in the middle
+    edge = crops[1]
+    assert (edge == (1, 2, 3)).all(axis=2).any()  # the part beyond the image is the fill colour
+    assert len(res.crops(rgb, k=5)) == res.count  # never more crops than cells
+    assert find_white_cells(_field()).crops(_field()) == []
+    with pytest.raises(ValueError):
+        res.crops(rgb[:100])
+    with pytest.raises(ValueError):
+        res.crops(rgb, k=0)
+
+
+def test_crops_skip_pieces_of_a_cell_already_cropped():
+    rgb = _field(nuclei=((150, 150, 24),))
+    res = find_white_cells(rgb)
+    cell = res.cells[0]
+    piece = type(cell)(cell.bbox, (cell.centroid[0] + 5, cell.centroid[1]), cell.area_px // 3,
+                       cell.diameter_px / 2, cell.contour)
+    split = WhiteCells((cell, piece), res.mask, res.rbc_diameter_px, res.min_diameter_px)
+    assert len(split.crops(rgb, k=3)) == 1
+
+
 def test_only_pink_red_cells_give_no_white_cell():
     res = find_white_cells(_field())
     assert res.count == 0 and not res.mask.any()

@@ -125,6 +125,29 @@ def test_test_time_settings_predict_into_their_own_file_and_not_for_the_probe(tm
     assert not (tmp_path / "x.json").exists()
 
 
+def test_probe_inputs_whole_field_neutral_copy_or_white_cells():
+    from core.audit import NEUTRAL
+    from core.crossval import ProbeInput, _probe_views
+    from core.imageio import read_image
+
+    rgb = read_image(SAMPLES / "Original" / "Pro" / "WBC-Malignant-Pro-041.jpg")
+    whole, = _probe_views(rgb, ProbeInput.IMAGE, 96)
+    neutral, = _probe_views(rgb, ProbeInput.NEUTRAL, 96)
+    cells = _probe_views(rgb, ProbeInput.CELLS, 96)
+    assert whole.shape == neutral.shape == (96, 96, 3) and not np.array_equal(whole, neutral)
+    assert (np.abs(neutral.astype(int) - NEUTRAL).sum(axis=2) < 6).mean() > 0.2  # the slide is grey
+    assert 1 <= len(cells) <= 3 and all(c.shape == (96, 96, 3) for c in cells)
+    assert not any(np.array_equal(c, neutral) for c in cells)  # crops, not the field
+    blank = np.full((224, 224, 3), 240, np.uint8)  # no white cell: described by its neutral copy
+    assert len(_probe_views(blank, ProbeInput.CELLS, 96)) == 1
+
+
+def test_probe_input_is_for_the_probe_only(tmp_path):
+    assert main(["--data", str(SAMPLES), "--folds", "2", "--recipe", "tl-two-stage", "--probe-input", "cells",
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_shortcut_audit_reports_every_feature_group_under_both_schemes(tmp_path):
     from core.audit import ALL_GROUPS, FEATURE_GROUPS, main as audit_main, neutralise, simple_features
     from core.imageio import read_image
