@@ -580,19 +580,10 @@ def cv_protocol(r: dict[str, Any]) -> str:
 
 
 def cv_label(r: dict[str, Any]) -> str:
-    """The recipe, and the test-time settings when they are not plain (`core.crossval --views --test-copy`),
-    or the frozen probe's input and size when they are not its first ones (`--probe-input --image-size`)."""
-    from core.crossval import ProbeInput, TestCopy  # the closed sets live there
+    """A result's row name: its recipe with any non-plain settings (`core.crossval.describe`)."""
+    from core.crossval import describe
 
-    test_time, probe = r.get("test_time") or {}, r.get("probe") or {}
-    extra = ([f"{test_time['views']} views"] if test_time.get("views", 1) != 1 else []) + (
-        [f"{test_time['copy']} test copies"]
-        if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value else []) + (
-        [f"features of the {probe['input']} copy" if probe["input"] == ProbeInput.NEUTRAL.value
-         else f"features of the {probe['input']}"]
-        if probe.get("input", ProbeInput.IMAGE.value) != ProbeInput.IMAGE.value else []) + (
-        [f"{probe['image_size']} px"] if probe.get("image_size") else [])
-    return r["recipe"] + (f" ({', '.join(extra)})" if extra else "")
+    return describe(r)
 
 
 def cv_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:

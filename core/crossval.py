@@ -229,6 +229,23 @@ def pooled_metrics(files: list[str], labels: np.ndarray, probs: np.ndarray, bloc
     }
 
 
+def describe(result: dict) -> str:
+    """A result's name: its recipe, and the test-time settings when they are not plain (`--views`,
+    `--test-copy`), or the frozen probe's input and size when given (`--probe-input`, `--image-size`)."""
+    test_time, probe = result.get("test_time") or {}, result.get("probe") or {}
+    extra = []
+    if test_time.get("views", 1) != 1:
+        extra.append(f"{test_time['views']} views")
+    if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value:
+        extra.append(f"{test_time['copy']} test copies")
+    if probe.get("input", ProbeInput.IMAGE.value) != ProbeInput.IMAGE.value:
+        extra.append("features of the neutral copy" if probe["input"] == ProbeInput.NEUTRAL.value
+                     else f"features of the {probe['input']}")
+    if probe.get("image_size"):
+        extra.append(f"{probe['image_size']} px")
+    return result["recipe"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def combine(results: list[dict], sources: list[str]) -> dict:
     """Soft voting of recipes cross-validated on the same folds: the mean of their out-of-fold
     probabilities, scored like one recipe. Refuses results whose folds or images differ."""
@@ -258,7 +275,7 @@ def combine(results: list[dict], sources: list[str]) -> dict:
     files = first["predictions"]["files"]
     return {
         "command": "", "scheme": first["scheme"], "folds": first["folds"], "embargo": first["embargo"],
-        "block": first["block"], "recipe": " + ".join(r["recipe"] for r in results),
+        "block": first["block"], "recipe": " + ".join(describe(r) for r in results),
         "model": " + ".join(r["model"] for r in results), "seed": first["seed"], "limit": first["limit"],
         "combined_from": sources, "combined_by": "soft voting: the mean of the recipes' out-of-fold probabilities",
         "data": first["data"], "n_images_in_copy": first["n_images_in_copy"], "dataset_note": first["dataset_note"],

@@ -100,7 +100,8 @@ def test_frozen_probe_cross_validation_end_to_end(tmp_path, lite0_cache, monkeyp
     assert main(["--combine", str(out), str(out), "--out", str(both)]) == 0
     combined = json.loads(both.read_text())
     assert combined["pooled_out_of_fold"]["balanced_accuracy"] == pytest.approx(pooled["balanced_accuracy"])
-    assert combined["combined_from"] == [str(out), str(out)] and combined["recipe"] == "frozen-probe + frozen-probe"
+    assert combined["combined_from"] == [str(out), str(out)]
+    assert combined["recipe"] == "frozen-probe (64 px) + frozen-probe (64 px)"  # each member's settings named
     files, labels = result["predictions"]["files"], result["predictions"]["labels"]
     order = list(reversed(range(len(files))))
     oracle = dict(result, predictions={"files": [files[i] for i in order], "labels": [labels[i] for i in order],
