@@ -559,7 +559,8 @@ CV_COLUMNS = ["scheme", "recipe", "balanced_accuracy", "ci_low", "ci_high", "mac
 
 
 def load_cv(directory: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every cross-validation result in ``<results>/cv/`` (the audit file excepted), sorted by name."""
+    """Every cross-validation result in ``<results>/cv/`` (the audit file excepted): session-aware
+    results first, each scheme's best balanced accuracy first."""
     folder = Path(directory) if directory else results_dir() / "cv"
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -569,7 +570,8 @@ def load_cv(directory: str | Path | None = None) -> list[dict[str, Any]]:
             continue
         if "pooled_out_of_fold" in data:
             out.append({**data, "_file": path.name})
-    return out
+    return sorted(out, key=lambda r: (r.get("scheme") != "contiguous", -r["pooled_out_of_fold"]["balanced_accuracy"],
+                                      r["_file"]))
 
 
 def cv_protocol(r: dict[str, Any]) -> str:

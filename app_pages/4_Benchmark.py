@@ -355,7 +355,11 @@ def session_aware_tab(b: Benchmark) -> None:
         st.caption(_("Intervals resample whole capture blocks (runs of consecutive file numbers of a class), "
                      "not single images, since neighbours are not independent."))
         names = [f"{bd.cv_label(r)} · {r['scheme']}" for r in cv]
-        pick = st.selectbox(_("Confusion matrix of"), names, key="bm_cv_pick")
+        from core.crossval import DEFAULT_RECIPE
+
+        default = f"{DEFAULT_RECIPE} · contiguous"  # the shipped default's recipe, where a new patient stands
+        pick = st.selectbox(_("Confusion matrix of"), names, key="bm_cv_pick",
+                            index=names.index(default) if default in names else 0)
         chosen = cv[names.index(pick)]
         matrix_grid([(pick, chosen["pooled_out_of_fold"]["confusion_matrix"])], b.filters.normalise, "bm_cv_cm",
                     per_row=2)

@@ -84,6 +84,8 @@ def oof_name(views: int, copy: TestCopy) -> str:
     return f"oof-views{views}-{copy.value}.json"
 
 
+#: the recipe of the shipped default's fine-tuned Lite0 member: the one cross-validation reports first
+DEFAULT_RECIPE = "tl-two-stage"
 #: recipe -> the registry model it trains by default (the shipped default's family for
 #: transfer learning; the paper's cheapest network for its own protocol).
 DEFAULT_MODEL = {"tl-two-stage": "efficientnet_lite0-tl", "tl-session-robust": "efficientnet_lite0-tl",
@@ -230,10 +232,13 @@ def pooled_metrics(files: list[str], labels: np.ndarray, probs: np.ndarray, bloc
 
 
 def describe(result: dict) -> str:
-    """A result's name: its recipe, and the test-time settings when they are not plain (`--views`,
-    `--test-copy`), or the frozen probe's input and size when given (`--probe-input`, `--image-size`)."""
+    """A result's name: its recipe, with its model when that is not the recipe's default, the
+    test-time settings when they are not plain (`--views`, `--test-copy`), and the frozen probe's
+    input and size when given (`--probe-input`, `--image-size`)."""
     test_time, probe = result.get("test_time") or {}, result.get("probe") or {}
     extra = []
+    if result.get("model") and result["recipe"] in DEFAULT_MODEL and result["model"] != DEFAULT_MODEL[result["recipe"]]:
+        extra.append(result["model"])
     if test_time.get("views", 1) != 1:
         extra.append(f"{test_time['views']} views")
     if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value:
@@ -528,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--embargo", type=int, default=0, help="image numbers left out on each side of a test block")
     p.add_argument("--block", type=int, default=37, help="capture-block length for the bootstrap interval")
-    p.add_argument("--recipe", choices=RECIPE_CHOICES, default="tl-two-stage")
+    p.add_argument("--recipe", choices=RECIPE_CHOICES, default=DEFAULT_RECIPE)
     p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
     p.add_argument("--probe-input", choices=[v.value for v in ProbeInput], default=ProbeInput.IMAGE.value,
                    help="frozen probe: features of the image as captured, of its neutral copy (slide and scale "
