@@ -23,7 +23,7 @@ independent. Recipes:
   head (scikit-learn, C chosen on the fold's validation part): minutes on a CPU. `--probe-input`
   says what the features are taken of: the image as captured, its neutral copy (slide and scale
   bar grey), or the white cells alone (crops of the neutral copy around the largest nuclei,
-  features averaged).
+  features averaged; `cells-reinhard` stain-normalises the field first).
 
 Finished folds are kept under `--work`; run again with `--resume` to continue. With `--resume`
 and another `--views 8` / `--test-copy neutral`, a trained recipe's fold models predict their test
@@ -70,6 +70,8 @@ class ProbeInput(str, enum.Enum):
     IMAGE = "image"  # the whole field as captured
     NEUTRAL = "neutral"  # the whole field, slide and scale bar grey (`core.audit.neutralise`)
     CELLS = "cells"  # the largest white cells of the neutral copy, cropped; features averaged
+    # the same after Reinhard stain normalisation of the field (`core.stain`): are sessions' stains the gap?
+    CELLS_REINHARD = "cells-reinhard"
 
 
 #: cells cropped per image for `ProbeInput.CELLS`, and each crop's width in nucleus diameters
@@ -244,8 +246,9 @@ def describe(result: dict) -> str:
     if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value:
         extra.append(f"{test_time['copy']} test copies")
     if probe.get("input", ProbeInput.IMAGE.value) != ProbeInput.IMAGE.value:
-        extra.append("features of the neutral copy" if probe["input"] == ProbeInput.NEUTRAL.value
-                     else f"features of the {probe['input']}")
+        extra.append({ProbeInput.NEUTRAL.value: "features of the neutral copy",
+                      ProbeInput.CELLS_REINHARD.value: "features of the cells, stain-normalised"}.get(
+            probe["input"], f"features of the {probe['input']}"))
     if probe.get("image_size"):
         extra.append(f"{probe['image_size']} px")
     return result["recipe"] + (f" ({', '.join(extra)})" if extra else "")
@@ -354,9 +357,14 @@ def _probe_views(rgb: np.ndarray, probe_input: ProbeInput, size: int) -> list[np
 
     if rgb.shape[:2] != (SIDE, SIDE):  # the dataset's own 224 px, where the masks are drawn
         rgb = cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-    neutral = neutralise(rgb)
+    shown = rgb
+    if probe_input is ProbeInput.CELLS_REINHARD:
+        from core.stain import normalise
+
+        shown = normalise(rgb)
+    neutral = neutralise(shown)
     crops = []
-    if probe_input is ProbeInput.CELLS:
+    if probe_input in (ProbeInput.CELLS, ProbeInput.CELLS_REINHARD):
         from core.cells import find_white_cells
 
         # Cells are found on the field as captured (its slide colour is the finder's reference)
@@ -537,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=160, help="frozen-probe input size")
     p.add_argument("--probe-input", choices=[v.value for v in ProbeInput], default=ProbeInput.IMAGE.value,
                    help="frozen probe: features of the image as captured, of its neutral copy (slide and scale "
-                        "bar grey) or of its largest white cells alone")
+                        "bar grey) or of its largest white cells alone (cells-reinhard: the same cells after "
+                        "Reinhard stain normalisation)")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     p.add_argument("--views", type=int, choices=(1, 8), default=1,
                    help="8: average each test image over its flips and quarter turns")

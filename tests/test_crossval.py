@@ -139,6 +139,8 @@ def test_probe_inputs_whole_field_neutral_copy_or_white_cells():
     assert (np.abs(neutral.astype(int) - NEUTRAL).sum(axis=2) < 6).mean() > 0.2  # the slide is grey
     assert 1 <= len(cells) <= 3 and all(c.shape == (96, 96, 3) for c in cells)
     assert not any(np.array_equal(c, neutral) for c in cells)  # crops, not the field
+    stained = _probe_views(rgb, ProbeInput.CELLS_REINHARD, 96)
+    assert len(stained) == len(cells) and not np.array_equal(stained[0], cells[0])  # same cells, recoloured
     blank = np.full((224, 224, 3), 240, np.uint8)  # no white cell: described by its neutral copy
     assert len(_probe_views(blank, ProbeInput.CELLS, 96)) == 1
 
