@@ -372,8 +372,7 @@ def _probe_views(rgb: np.ndarray, probe_input: ProbeInput, size: int) -> list[np
         crops = find_white_cells(rgb).crops(neutral, PROBE_CELLS, PROBE_CELL_CONTEXT,
                                             fill=tuple(int(v) for v in NEUTRAL))
     # A field where no white cell is found is described by its neutral copy.
-    return [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size else cv2.INTER_LINEAR)
-            for c in (crops or [neutral])]
+    return [resize_square(c, size) for c in (crops or [neutral])]
 
 
 def _probe_features(root: Path, index, work: Path, model_name: str, image_size: int,
