@@ -97,6 +97,29 @@ def _settle(page, timeout_ms: int = 120_000) -> None:
     page.wait_for_timeout(1000 if os.environ.get("LEUKOSCOPE_SHOTS") else 200)
 
 
+def _fill(page, values: dict, attempts: int = 3) -> None:
+    """Type each value into its field and check that every field still holds it once the script is idle.
+
+    Once in CI, on a loaded machine, a text area of the History page's addendum form was empty again
+    a moment after it was typed into (a script run drawing the form anew; the cause was not pinned
+    down, and 12 runs here did not repeat it). The typing is then repeated, as a user would, up to
+    `attempts` times; the script states seen are kept for the message. What the test checks after
+    this, that the submitted words are saved and shown, no retry here can fake.
+    """
+    page.evaluate("""() => { const app = document.querySelector('[data-testid="stApp"]'); window.__leukoRuns = [];
+        new MutationObserver(() => window.__leukoRuns.push(app.getAttribute('data-test-script-state')))
+            .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']}); }""")
+    for _attempt in range(attempts):
+        for field, value in values.items():
+            field.fill(value)
+        _script_done(page)
+        held = [field.input_value() for field in values]
+        if held == list(values.values()):
+            return
+    raise AssertionError(f"the fields held {held} after {attempts} attempts; "
+                         f"script states seen: {page.evaluate('() => window.__leukoRuns')}")
+
+
 def test_diagnose_in_a_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -175,7 +198,7 @@ def test_case_review_in_a_browser(server, tmp_path):
             _settle(page, timeout_ms=240_000)
             first = page.locator('[data-testid="stForm"]').nth(0)
             first.get_by_text("reclassified", exact=True).click()
-            first.get_by_role("textbox").fill("nuclear chromatin and nucleoli fit another subtype")
+            _fill(page, {first.get_by_role("textbox"): "nuclear chromatin and nucleoli fit another subtype"})
             first.get_by_role("button", name="Save decision").click()
             # Wait for each decision to show before the next click: a click during a rerun can be lost.
             page.get_by_text("reclassified →", exact=False).first.wait_for(timeout=60_000)
@@ -190,7 +213,7 @@ def test_case_review_in_a_browser(server, tmp_path):
             page.get_by_text("Draft saved in the case history", exact=False).first.wait_for(timeout=120_000)
             _settle(page)  # the rerun that saved the draft has drawn the page
             sign_form = page.locator('[data-testid="stForm"]', has=page.get_by_role("button", name="Sign the case"))
-            sign_form.get_by_role("textbox").fill("Dr. N. Rahman")
+            _fill(page, {sign_form.get_by_role("textbox"): "Dr. N. Rahman"})
             sign_form.get_by_role("button", name="Sign the case").click()
             page.get_by_text("Signed by Dr. N. Rahman", exact=False).first.wait_for(timeout=60_000)
             _settle(page)
@@ -211,10 +234,7 @@ def test_case_review_in_a_browser(server, tmp_path):
             addendum.get_by_role("button", name="সংযোজনী যোগ করুন").wait_for(timeout=120_000)
             _script_done(history)
             text, name = addendum.get_by_role("textbox").first, addendum.get_by_role("textbox").nth(1)
-            text.fill("ফ্লো সাইটোমেট্রি: CD10+, CD19+")
-            name.fill("Dr. N. Rahman")
-            _script_done(history)  # a rerun still drawing could reset the fields: check them before submitting
-            assert text.input_value() == "ফ্লো সাইটোমেট্রি: CD10+, CD19+" and name.input_value() == "Dr. N. Rahman"
+            _fill(history, {text: "ফ্লো সাইটোমেট্রি: CD10+, CD19+", name: "Dr. N. Rahman"})
             # Streamlit's own hint under a field being edited is English; the app restates it (CSS).
             hint = history.evaluate("""() => [...document.querySelectorAll(
                 '[data-testid="stForm"] [data-testid="stTextInput"] [data-testid="InputInstructions"] span')]
