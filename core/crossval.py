@@ -72,10 +72,16 @@ class ProbeInput(str, enum.Enum):
     CELLS = "cells"  # the largest white cells of the neutral copy, cropped; features averaged
     # the same after Reinhard stain normalisation of the field (`core.stain`): are sessions' stains the gap?
     CELLS_REINHARD = "cells-reinhard"
+    # up to PROBE_CELLS_POOLED cells, their features' mean and maximum side by side: a multiple-instance
+    # pooling (the anchor pools cells by attention), so one blast among normal cells can still count
+    CELLS_MEANMAX = "cells-meanmax"
 
 
 #: cells cropped per image for `ProbeInput.CELLS`, and each crop's width in nucleus diameters
 PROBE_CELLS, PROBE_CELL_CONTEXT = 3, 2.0
+#: cells cropped per image for `ProbeInput.CELLS_MEANMAX`
+PROBE_CELLS_POOLED = 6
+_CELL_INPUTS = (ProbeInput.CELLS, ProbeInput.CELLS_REINHARD, ProbeInput.CELLS_MEANMAX)
 
 
 def oof_name(views: int, copy: TestCopy) -> str:
@@ -247,7 +253,8 @@ def describe(result: dict) -> str:
         extra.append(f"{test_time['copy']} test copies")
     if probe.get("input", ProbeInput.IMAGE.value) != ProbeInput.IMAGE.value:
         extra.append({ProbeInput.NEUTRAL.value: "features of the neutral copy",
-                      ProbeInput.CELLS_REINHARD.value: "features of the cells, stain-normalised"}.get(
+                      ProbeInput.CELLS_REINHARD.value: "features of the cells, stain-normalised",
+                      ProbeInput.CELLS_MEANMAX.value: "features of up to 6 cells, mean and max"}.get(
             probe["input"], f"features of the {probe['input']}"))
     if probe.get("image_size"):
         extra.append(f"{probe['image_size']} px")
@@ -364,21 +371,32 @@ def _probe_views(rgb: np.ndarray, probe_input: ProbeInput, size: int) -> list[np
         shown = normalise(rgb)
     neutral = neutralise(shown)
     crops = []
-    if probe_input in (ProbeInput.CELLS, ProbeInput.CELLS_REINHARD):
+    if probe_input in _CELL_INPUTS:
         from core.cells import find_white_cells
 
         # Cells are found on the field as captured (its slide colour is the finder's reference)
         # and cropped from the neutral copy.
-        crops = find_white_cells(rgb).crops(neutral, PROBE_CELLS, PROBE_CELL_CONTEXT,
-                                            fill=tuple(int(v) for v in NEUTRAL))
+        k = PROBE_CELLS_POOLED if probe_input is ProbeInput.CELLS_MEANMAX else PROBE_CELLS
+        crops = find_white_cells(rgb).crops(neutral, k, PROBE_CELL_CONTEXT, fill=tuple(int(v) for v in NEUTRAL))
     # A field where no white cell is found is described by its neutral copy.
     return [resize_square(c, size) for c in (crops or [neutral])]
 
 
+def pool_views(features: np.ndarray, probe_input: ProbeInput) -> np.ndarray:
+    """One field's feature vector from its views' (n_views, d): their mean, or for
+    `ProbeInput.CELLS_MEANMAX` their mean and maximum side by side (2 d)."""
+    features = np.asarray(features)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"expected (n_views >= 1, d) features, got shape {features.shape}")
+    if probe_input is ProbeInput.CELLS_MEANMAX:
+        return np.concatenate([features.mean(axis=0), features.max(axis=0)])
+    return features.mean(axis=0)
+
+
 def _probe_features(root: Path, index, work: Path, model_name: str, image_size: int,
                     probe_input: ProbeInput = ProbeInput.IMAGE) -> dict[str, np.ndarray]:
-    """Frozen ImageNet features (the head's pooled vector) of every image, averaged over its
-    `_probe_views`, cached in `work`."""
+    """Frozen ImageNet features (the head's pooled vector) of every image, pooled over its
+    `_probe_views` by `pool_views`, cached in `work`."""
     suffix = "" if probe_input is ProbeInput.IMAGE else f"-{probe_input.value}"
     cache = work / f"features-{model_name}-{image_size}{suffix}.npz"
     if cache.is_file():
@@ -407,7 +425,7 @@ def _probe_features(root: Path, index, work: Path, model_name: str, image_size: 
             owner += [j] * len(v)
         out = features_of.predict(np.stack(views).astype(np.float32) / 255.0, verbose=0)
         owner = np.array(owner)
-        feats.append(np.stack([out[owner == j].mean(axis=0) for j in range(len(chunk))]))
+        feats.append(np.stack([pool_views(out[owner == j], probe_input) for j in range(len(chunk))]))
         print(f"features {start + len(chunk)}/{len(files)}", flush=True)
     features = np.concatenate(feats)
     work.mkdir(parents=True, exist_ok=True)
@@ -545,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-input", choices=[v.value for v in ProbeInput], default=ProbeInput.IMAGE.value,
                    help="frozen probe: features of the image as captured, of its neutral copy (slide and scale "
                         "bar grey) or of its largest white cells alone (cells-reinhard: the same cells after "
-                        "Reinhard stain normalisation)")
+                        "Reinhard stain normalisation; cells-meanmax: up to 6 cells, features' mean and max)")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     p.add_argument("--views", type=int, choices=(1, 8), default=1,
                    help="8: average each test image over its flips and quarter turns")

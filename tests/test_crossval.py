@@ -141,8 +141,21 @@ def test_probe_inputs_whole_field_neutral_copy_or_white_cells():
     assert not any(np.array_equal(c, neutral) for c in cells)  # crops, not the field
     stained = _probe_views(rgb, ProbeInput.CELLS_REINHARD, 96)
     assert len(stained) == len(cells) and not np.array_equal(stained[0], cells[0])  # same cells, recoloured
+    pooled = _probe_views(rgb, ProbeInput.CELLS_MEANMAX, 96)  # more cells, the largest first, as above
+    assert len(cells) <= len(pooled) <= 6 and np.array_equal(pooled[0], cells[0])
     blank = np.full((224, 224, 3), 240, np.uint8)  # no white cell: described by its neutral copy
     assert len(_probe_views(blank, ProbeInput.CELLS, 96)) == 1
+
+
+def test_views_are_pooled_by_mean_or_by_mean_and_max():
+    from core.crossval import ProbeInput, pool_views
+
+    views = np.array([[0.0, 4.0], [2.0, 0.0]])
+    assert pool_views(views, ProbeInput.CELLS).tolist() == [1.0, 2.0]
+    assert pool_views(views, ProbeInput.CELLS_MEANMAX).tolist() == [1.0, 2.0, 2.0, 4.0]
+    assert pool_views(views[:1], ProbeInput.CELLS_MEANMAX).tolist() == [0.0, 4.0, 0.0, 4.0]
+    with pytest.raises(ValueError):
+        pool_views(np.zeros((0, 2)), ProbeInput.CELLS)
 
 
 def test_probe_input_is_for_the_probe_only(tmp_path):
