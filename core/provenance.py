@@ -52,15 +52,22 @@ def device_name() -> str:
     return f"CPU: {cpu} ({os.cpu_count()} cores)"
 
 
-def git_commit() -> str:
-    """The checked-out commit (or $LEUKOSCOPE_GIT_COMMIT), "unknown" outside a git checkout."""
+def git_commit(root: str | Path | None = None) -> str:
+    """The checked-out commit of `root` (default: this project), with "+uncommitted" when the code
+    that makes results (files under core/ and models/ that git does not ignore) differs from it;
+    $LEUKOSCOPE_GIT_COMMIT if set; "unknown" outside a git checkout."""
     # A copy of the tree without .git (a lent GPU machine) is told its commit by the caller.
     if os.environ.get("LEUKOSCOPE_GIT_COMMIT"):
         return os.environ["LEUKOSCOPE_GIT_COMMIT"]
+    root = str(root or Path(__file__).resolve().parents[1])
     try:
-        root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
+        sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        if not sha:
+            return "unknown"
+        changed = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "core", "models"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+uncommitted" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -338,3 +338,28 @@ def test_an_ensemble_is_scored_from_its_members_saved_probabilities(tmp_path, ca
     assert json.loads(out.read_text())["accuracy"] == 0.75
     assert evaluate_main(["--members", str(files[0]), "--out", str(out)]) == 2
     assert "needs --ensemble" in capsys.readouterr().err
+
+
+def test_git_commit_says_when_the_code_differs_from_the_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    from core.provenance import git_commit
+
+    monkeypatch.delenv("LEUKOSCOPE_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("draft\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "notes.md").write_text("edited\n")  # not code that makes results
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "core" / "new.py").write_text("")  # a module the commit lacks
+    assert git_commit(tmp_path) == sha + "+uncommitted"
+    (tmp_path / "core" / "new.py").unlink()
+    (tmp_path / "core" / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "+uncommitted"
