@@ -252,10 +252,10 @@ def describe(result: dict) -> str:
     if test_time.get("copy", TestCopy.AS_CAPTURED.value) != TestCopy.AS_CAPTURED.value:
         extra.append(f"{test_time['copy']} test copies")
     if probe.get("input", ProbeInput.IMAGE.value) != ProbeInput.IMAGE.value:
-        extra.append({ProbeInput.NEUTRAL.value: "features of the neutral copy",
-                      ProbeInput.CELLS_REINHARD.value: "features of the cells, stain-normalised",
-                      ProbeInput.CELLS_MEANMAX.value: "features of up to 6 cells, mean and max"}.get(
-            probe["input"], f"features of the {probe['input']}"))
+        what = {ProbeInput.NEUTRAL.value: "features of the neutral copy",
+                ProbeInput.CELLS_REINHARD.value: "features of the cells, stain-normalised",
+                ProbeInput.CELLS_MEANMAX.value: f"features of up to {PROBE_CELLS_POOLED} cells, mean and max"}
+        extra.append(what.get(probe["input"], f"features of the {probe['input']}"))
     if probe.get("image_size"):
         extra.append(f"{probe['image_size']} px")
     return result["recipe"] + (f" ({', '.join(extra)})" if extra else "")
@@ -563,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-input", choices=[v.value for v in ProbeInput], default=ProbeInput.IMAGE.value,
                    help="frozen probe: features of the image as captured, of its neutral copy (slide and scale "
                         "bar grey) or of its largest white cells alone (cells-reinhard: the same cells after "
-                        "Reinhard stain normalisation; cells-meanmax: up to 6 cells, features' mean and max)")
+                        f"Reinhard stain normalisation; cells-meanmax: up to {PROBE_CELLS_POOLED} cells, features' "
+                        "mean and max)")
     p.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the recipe's)")
     p.add_argument("--views", type=int, choices=(1, 8), default=1,
                    help="8: average each test image over its flips and quarter turns")

@@ -102,9 +102,10 @@ def _fill(page, values: dict, attempts: int = 3) -> None:
 
     Once in CI, on a loaded machine, a text area of the History page's addendum form was empty again
     a moment after it was typed into (a script run drawing the form anew; the cause was not pinned
-    down; of 13 runs of this test alone here, one failed, its message not kept). The typing is then repeated, as a user would, up to
-    `attempts` times; the script states seen are kept for the message. What the test checks after
-    this, that the submitted words are saved and shown, no retry here can fake.
+    down; of 13 runs of this test alone here, one failed, its message not kept). The typing is then
+    repeated, as a user would, up to `attempts` times; the script states seen are kept for the
+    message. What the test checks after this, that the submitted words are saved and shown, no retry
+    here can fake.
     """
     page.evaluate("""() => { const app = document.querySelector('[data-testid="stApp"]'); window.__leukoRuns = [];
         new MutationObserver(() => window.__leukoRuns.push(app.getAttribute('data-test-script-state')))
